@@ -1,0 +1,367 @@
+"""The ``threattune`` command line: parses, calls one function per command, prints.
+
+Errors that threattune raises on purpose print to stderr as ``error: ...`` with where, what was
+expected, what was found and the fix, and exit with status 2; nothing else is printed for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from threattune import __version__
+from threattune.errors import ThreatTuneError
+
+app = typer.Typer(
+    name="threattune",
+    help="Fine-tune threat classifiers for your SOC, and keep them trustworthy in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="The dataset catalog: list, verify and inspect datasets.",
+                       no_args_is_help=True)
+attack_app = typer.Typer(help="MITRE ATT&CK: class-to-technique mappings and their coverage.",
+                         no_args_is_help=True)
+models_app = typer.Typer(help="Registered model versions and their aliases in MLflow.",
+                         no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(attack_app, name="attack")
+app.add_typer(models_app, name="models")
+
+logger = logging.getLogger("threattune.cli")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"threattune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("list")
+def data_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show every catalogued dataset as present, missing or failing its checksum."""
+    from threattune import catalog
+
+    root = catalog.data_root()
+    statuses = [catalog.dataset_status(d, root) for d in catalog.load_catalog().values()]
+    if as_json:
+        typer.echo(json.dumps([s.to_dict() for s in statuses], indent=2))
+        return
+    typer.echo(f"datasets under {root} (THREATTUNE_DATA)\n")
+    typer.echo(f"{'dataset':42} {'status':18} {'files':>5}  licence")
+    for status in statuses:
+        typer.echo(f"{status.dataset.name:42} {status.status:18} {len(status.files):>5}  "
+                   f"{status.dataset.licence[:60]}")
+
+
+@data_app.command("verify")
+def data_verify(name: Annotated[str, typer.Argument(help="Dataset name, e.g. nsl-kdd.")]) -> None:
+    """Check every file of one dataset against its sha256; exit 1 on any problem."""
+    from threattune import catalog
+
+    status = catalog.verify(name)
+    for file in status.files:
+        typer.echo(f"{file.state:18} {file.relative_path}")
+    typer.echo(f"\n{status.dataset.name}: {status.status}")
+    if not status.ok:
+        typer.echo(f"get it from {status.dataset.publisher}", err=True)
+        raise typer.Exit(1)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    path: Annotated[Path, typer.Argument(help="A labelled CSV or Parquet file of flows.")],
+    label_column: Annotated[str, typer.Option(help="The column that holds each flow's class.")],
+) -> None:
+    """Show the feature types threattune infers for a file, the columns it drops and why."""
+    from threattune.sources.flows import load_labelled_table
+
+    table = load_labelled_table(path, label_column=label_column)
+    typer.echo(f"{len(table):,} flows, {len(table.feature_types)} features, "
+               f"{len(table.classes)} classes\n")
+    typer.echo("classes: " + ", ".join(f"{c} ({n:,})" for c, n in
+                                       table.labels.value_counts().items()))
+    typer.echo("\nfeature                                   type")
+    for column, kind in table.feature_types.items():
+        typer.echo(f"{column[:40]:41} {kind}")
+    if table.dropped:
+        typer.echo("\ndropped columns:")
+        for column, why in table.dropped.items():
+            typer.echo(f"  {column}: {why}")
+    _print_findings(table.findings, minimum="low")
+
+
+# ----------------------------------------------------------------------------- attack
+
+
+@attack_app.command("show")
+def attack_show(
+    mapping: Annotated[str, typer.Argument(help="A built-in mapping (nsl-kdd, cicids2017, "
+                                                "phishing) or a YAML file.")] = "nsl-kdd",
+) -> None:
+    """Print each class with its ATT&CK techniques and tactics."""
+    attack = _mapping(mapping)
+    for name in attack.classes:
+        techniques = attack.techniques_for(name)
+        shown = "; ".join(f"{t.id} {t.name}" for t in techniques) or "(benign or unmapped)"
+        typer.echo(f"{name:28} {shown}")
+
+
+@attack_app.command("coverage")
+def attack_coverage(
+    mapping: Annotated[str, typer.Argument(help="A built-in mapping or a YAML file.")] = "nsl-kdd",
+) -> None:
+    """Report which ATT&CK tactics and techniques a mapping's classes cover (Markdown)."""
+    typer.echo(_mapping(mapping).coverage().to_markdown())
+
+
+def _mapping(reference: str):  # noqa: ANN202 - AttackMapping, imported lazily
+    from threattune.attack import AttackMapping
+
+    if reference.endswith((".yaml", ".yml")):
+        return AttackMapping.from_yaml(reference)
+    return AttackMapping.builtin(reference)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="A built-in task (nsl-kdd, cicids2017), a YAML "
+                                             "task file, or a labelled CSV/Parquet file.")],
+    label_column: Annotated[str | None, typer.Option(
+        help="With a CSV/Parquet file: the column that holds each flow's class.")] = None,
+    benign_class: Annotated[str | None, typer.Option(
+        help="With a CSV/Parquet file: the label of benign flows.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Folder for the model and report [default: runs/TASK-TIMESTAMP].")] = None,
+    register: Annotated[bool, typer.Option(help="Register the model in MLflow.")] = True,
+    alias: Annotated[str | None, typer.Option(
+        help="Registry alias to point at the new version [default: champion, when no "
+             "version has it yet].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for splits and fitting.")] = None,
+) -> None:
+    """Train boosted trees and a scikit-learn baseline, evaluate, track and register them."""
+    from dataclasses import replace
+
+    from threattune import tasks, training
+
+    path = Path(task)
+    if path.suffix.lower() in {".csv", ".parquet", ".pq", ".tsv"}:
+        if label_column is None:
+            raise ThreatTuneError("a CSV or Parquet task needs --label-column", field="--label-column",
+                                  fix=f"threattune train {task} --label-column NAME")
+        flow_task = tasks.task_from_table(path, label_column=label_column,
+                                          benign_class=benign_class)
+    else:
+        flow_task = tasks.load_task(task)
+    if seed is not None:
+        flow_task = replace(flow_task, seed=seed)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    output = output or Path("runs") / f"{flow_task.name}-{stamp}"
+
+    typer.echo(f"training {flow_task.name}: {flow_task.description or flow_task.train[0]}",
+               err=True)
+    result = training.train(flow_task, output_dir=output, register=register, alias=alias)
+
+    from threattune.report import summary_table
+
+    typer.echo(f"\n# {flow_task.name}\n")
+    typer.echo(f"chosen on the validation split: {training._describe(result.chosen)}\n")
+    typer.echo(summary_table(result.report.evaluations))
+    if result.cross_validation is not None:
+        typer.echo("\n" + training._describe_cv(result.cross_validation))
+    typer.echo(f"\nmodel:   {result.model_folder}")
+    typer.echo(f"report:  {result.report_path}")
+    if result.registered is not None:
+        typer.echo(f"MLflow:  {result.registered.uri} (run {result.run_id})")
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    typer.echo(f"time:    {timing}")
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    files: Annotated[list[Path], typer.Argument(help="Labelled flow files, read as the model "
+                                                     "was trained (NSL-KDD, CICFlowMeter, table).")],
+    model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
+    name: Annotated[str | None, typer.Option(help="Name of this labelled set in the report.")] = None,
+    output: Annotated[Path, typer.Option(help="Folder for report.md, report.json and PNGs.")] = Path(
+        "report"),
+) -> None:
+    """Evaluate a model and its baseline on labelled flows and write a report."""
+    import numpy as np
+
+    from threattune import tracking
+    from threattune.evaluation import class_codes, evaluate as measure, labelled_flows
+    from threattune.flow_model import FlowModel
+    from threattune.report import EvaluationReport, summary_table
+
+    flow_model = FlowModel.load(tracking.resolve_model(model))
+    features, labels, source = labelled_flows(flow_model, list(files))
+    codes = class_codes(labels, flow_model.classes, source=source)
+    dataset = name or ", ".join(p.name for p in files)
+    report = EvaluationReport(
+        title=f"threattune evaluation: {flow_model.manifest.get('task', 'model')} on {dataset}",
+        evaluations=[],
+        context={"model": model, "labelled flows": source},
+    )
+    probabilities = [("boosted-trees", flow_model.predict_proba(features))]
+    if flow_model.baseline is not None:
+        probabilities.append(("baseline", flow_model.baseline_proba(features)))
+    for model_name, proba in probabilities:
+        predicted = None
+        if flow_model.operating_point is not None:
+            decided = flow_model.decide(proba).classes
+            predicted = class_codes(decided, flow_model.classes, source=source)
+        result = measure(codes, proba, flow_model.classes, flow_model.benign_class,
+                         dataset=dataset, model=model_name, predicted=predicted,
+                         techniques=flow_model.technique_labels())
+        report.add(result, codes != flow_model.benign_index,
+                   1.0 - proba[:, flow_model.benign_index])
+    path = report.write(output)
+    typer.echo(summary_table(report.evaluations))
+    typer.echo(f"\nreport: {path}")
+    del np
+
+
+# ----------------------------------------------------------------------------- score
+
+
+@app.command()
+def score(
+    input_file: Annotated[Path, typer.Argument(metavar="INPUT",
+                                               help="Unlabelled flows: CSV or Parquet.")],
+    model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
+    output: Annotated[Path, typer.Option(help="Scores: .csv, .jsonl or .parquet.")],
+    batch_rows: Annotated[int, typer.Option(help="Flows per batch; memory grows with it.")] = 65536,
+    delimiter: Annotated[str, typer.Option(help="CSV field delimiter.")] = ",",
+    ignore_extra_columns: Annotated[bool, typer.Option(
+        help="Carry columns that are not features through to the output.")] = False,
+) -> None:
+    """Score flows in batches: class, score, attack score, alert and ATT&CK techniques per row."""
+    from threattune import tracking
+    from threattune.flow_model import FlowModel
+    from threattune.scoring import score_file
+
+    flow_model = FlowModel.load(tracking.resolve_model(model), with_baseline=False)
+    summary = score_file(flow_model, input_file, output, batch_rows=batch_rows,
+                         delimiter=delimiter, allow_extra=ignore_extra_columns,
+                         progress=sys.stderr.isatty())
+    typer.echo(f"scored {summary.rows:,} flows in {summary.seconds:.1f} s "
+               f"({summary.flows_per_second:,.0f} flows/s): {summary.alerts:,} alerts")
+    for cls, count in summary.by_class.items():
+        typer.echo(f"  {cls:28} {count:>10,}")
+    _print_findings(summary.findings, minimum="low")
+    typer.echo(f"output: {output}")
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="A registered model name.")] = None,
+) -> None:
+    """List registered model versions, newest first, with their aliases."""
+    from threattune import tracking
+
+    rows = tracking.list_versions(name)
+    if not rows:
+        typer.echo(f"no registered models in {tracking.tracking_uri()}")
+        return
+    typer.echo(f"{'name':32} {'version':>7}  {'aliases':20} created")
+    for row in rows:
+        typer.echo(f"{row['name']:32} {row['version']:>7}  {row['aliases']:20} {row['created']}")
+
+
+@models_app.command("alias")
+def models_alias(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[str, typer.Argument(help="Version the alias should point at.")],
+) -> None:
+    """Point an alias of a registered model at a version (for instance promote a challenger)."""
+    from threattune import tracking
+
+    tracking.set_alias(name, alias, version)
+    typer.echo(f"models:/{name}@{alias} -> version {version}")
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="A model folder or models:/NAME@ALIAS.")],
+) -> None:
+    """Show a model's classes, techniques, settings and input columns."""
+    from threattune import tracking
+    from threattune.flow_model import FlowModel
+
+    flow_model = FlowModel.load(tracking.resolve_model(model), with_baseline=False)
+    manifest = flow_model.manifest
+    typer.echo(f"task:      {manifest.get('task')}  (trained {manifest.get('trained_at')})")
+    typer.echo(f"settings:  {manifest.get('settings')} rounds={manifest.get('rounds')}")
+    typer.echo(f"operating point: {manifest.get('operating_point') or 'most probable class'}")
+    typer.echo("classes:")
+    for cls, techniques in flow_model.technique_labels().items():
+        marker = " (benign)" if cls == flow_model.benign_class else ""
+        typer.echo(f"  {cls}{marker}: {techniques or '-'}")
+    typer.echo(f"input ({flow_model.fingerprint.digest}):")
+    for column in flow_model.fingerprint.columns:
+        typer.echo(f"  {column.name}: {column.kind}")
+
+
+def _print_findings(findings: list, *, minimum: str = "low") -> None:
+    from threattune.findings import Severity
+
+    floor = Severity[minimum.upper()]
+    shown = [f for f in findings if f.severity >= floor]
+    if shown:
+        typer.echo("\nfindings:")
+        for finding in shown:
+            typer.echo(f"  [{finding.severity}] {finding.kind} {finding.subject}: {finding.message}")
+
+
+def main() -> None:
+    """Entry point of the ``threattune`` command."""
+    try:
+        app()
+    except ThreatTuneError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""A trained flow classifier on disk: trees, baseline, preprocessing, fingerprint, ATT&CK map.
+
+A flow model is a folder that holds everything scoring needs and nothing that needs unpickling:
+
+    manifest.json        task, classes, benign class, settings, versions, operating point
+    preprocessing.json   the encoder fitted on the training split
+    fingerprint.json     the input schema that scoring checks
+    attack_mapping.json  class -> ATT&CK techniques, as the model was trained with
+    trees.json           XGBoost model
+    baseline.skops       the scikit-learn baseline
+
+The same folder is the artifact behind the MLflow pyfunc model, so a registry version and a
+local folder score identically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from threattune import __version__
+from threattune.errors import ModelError
+from threattune.fingerprint import Fingerprint
+from threattune.models.baseline import Baseline
+from threattune.models.tabular import BoostedTrees
+from threattune.preprocessing import FlowEncoder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_VERSION", "FlowModel", "Decisions"]
+
+FORMAT_VERSION = 1
+_FILES = ("manifest.json", "preprocessing.json", "fingerprint.json", "attack_mapping.json",
+          "trees.json", "baseline.skops")
+
+
+@dataclass
+class Decisions:
+    """What a model decided for a batch of flows."""
+
+    classes: np.ndarray
+    scores: np.ndarray
+    attack_scores: np.ndarray
+    alerts: np.ndarray
+
+
+@dataclass
+class FlowModel:
+    """A trained flow classifier with everything scoring needs.
+
+    ``attack_mapping`` maps each class to its techniques as ``[{"id", "name", "tactics"}]``;
+    ``operating_point`` is None (the most probable class wins) or a dict whose ``threshold``
+    applies to the attack score, 1 - P(benign).
+    """
+
+    encoder: FlowEncoder
+    trees: BoostedTrees
+    baseline: Baseline | None
+    fingerprint: Fingerprint
+    classes: list[str]
+    benign_class: str
+    attack_mapping: dict[str, list[dict[str, Any]]]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def benign_index(self) -> int:
+        return self.classes.index(self.benign_class)
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        return self.manifest.get("operating_point")
+
+    def encode(self, features: pd.DataFrame) -> np.ndarray:
+        """The model's input matrix for checked features."""
+        return self.encoder.transform(features)
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Class probabilities of the boosted trees, one column per class."""
+        return self.trees.predict_proba(self.encode(features))
+
+    def baseline_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Class probabilities of the scikit-learn baseline."""
+        if self.baseline is None:
+            raise ModelError("this model was saved without its baseline")
+        return self.baseline.predict_proba(self.encode(features), len(self.classes))
+
+    def decide(self, proba: np.ndarray) -> Decisions:
+        """Class, its probability, the attack score and the alert flag per flow.
+
+        Without an operating point the most probable class wins; with one, a flow is an
+        alert when its attack score reaches the threshold, and then takes the most probable
+        attack class.
+        """
+        attack_scores = 1.0 - proba[:, self.benign_index]
+        point = self.operating_point
+        if point is None:
+            codes = proba.argmax(axis=1)
+        else:
+            attack_only = proba.copy()
+            attack_only[:, self.benign_index] = -1.0
+            codes = np.where(
+                attack_scores >= float(point["threshold"]),
+                attack_only.argmax(axis=1),
+                self.benign_index,
+            )
+        labels = np.asarray(self.classes, dtype=object)[codes]
+        return Decisions(
+            classes=labels,
+            scores=proba[np.arange(len(proba)), codes],
+            attack_scores=attack_scores,
+            alerts=codes != self.benign_index,
+        )
+
+    def technique_labels(self) -> dict[str, str]:
+        """Per class, its technique IDs joined by ';' (empty for benign traffic)."""
+        return {
+            c: ";".join(t["id"] for t in self.attack_mapping.get(c, [])) for c in self.classes
+        }
+
+    def save(self, folder: Path) -> Path:
+        """Write the model to ``folder`` (created; existing model files are replaced)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            **self.manifest,
+            "format_version": FORMAT_VERSION,
+            "threattune_version": __version__,
+            "classes": self.classes,
+            "benign_class": self.benign_class,
+            "categorical_positions": [self.encoder.columns.index(c)
+                                      for c in self.encoder.categorical],
+        }
+        _write_json(folder / "manifest.json", manifest)
+        _write_json(folder / "preprocessing.json", self.encoder.to_dict())
+        _write_json(folder / "fingerprint.json", self.fingerprint.to_dict())
+        _write_json(folder / "attack_mapping.json", self.attack_mapping)
+        self.trees.save(folder / "trees.json")
+        if self.baseline is not None:
+            self.baseline.save(folder / "baseline.skops")
+        self.manifest = manifest
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, *, with_baseline: bool = True) -> FlowModel:
+        """Read a model written by :meth:`save`."""
+        folder = Path(folder)
+        if not (folder / "manifest.json").is_file():
+            raise ModelError(
+                "not a threattune flow model folder",
+                path=folder,
+                expected=", ".join(_FILES),
+                found=", ".join(sorted(p.name for p in folder.iterdir()))
+                if folder.is_dir()
+                else "no such folder",
+                fix="pass the folder that 'threattune train' wrote, or a models:/NAME@ALIAS URI",
+            )
+        manifest = _read_json(folder / "manifest.json")
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError(
+                "the model was saved by a newer threattune",
+                path=folder / "manifest.json",
+                found=str(manifest.get("threattune_version")),
+                fix="upgrade threattune",
+            )
+        classes = list(manifest["classes"])
+        encoder = FlowEncoder.from_dict(_read_json(folder / "preprocessing.json"))
+        baseline = None
+        if with_baseline and (folder / "baseline.skops").is_file():
+            baseline = Baseline.load(
+                folder / "baseline.skops", manifest["categorical_positions"], len(encoder.columns)
+            )
+        return cls(
+            encoder=encoder,
+            trees=BoostedTrees.load(folder / "trees.json", len(classes)),
+            baseline=baseline,
+            fingerprint=Fingerprint.from_dict(_read_json(folder / "fingerprint.json")),
+            classes=classes,
+            benign_class=manifest["benign_class"],
+            attack_mapping=_read_json(folder / "attack_mapping.json"),
+            manifest=manifest,
+        )
+
+
+def _write_json(path: Path, content: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, default=_json_default), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError("a model file is missing", path=path,
+                         fix="the model folder is incomplete; copy it again or retrain") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

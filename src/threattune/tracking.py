@@ -1,0 +1,227 @@
+"""MLflow: every training run tracked, every model versioned, registered and found by alias.
+
+By default runs go to a SQLite store, ``mlruns.db`` in the working folder, with artifacts
+beside it in ``mlartifacts/``; ``MLFLOW_TRACKING_URI`` points elsewhere (a tracking server, a
+PostgreSQL store). Models log as MLflow pyfunc models from code, so loading one never unpickles
+a Python object: the pyfunc wrapper is a source file and the model itself is the flow-model
+folder (:mod:`threattune.flow_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from threattune import __version__
+from threattune.errors import ModelError, TrackingError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RegisteredVersion",
+    "log_flow_model",
+    "registered_model_name",
+    "resolve_model",
+    "set_alias",
+    "start_run",
+    "tracking_uri",
+]
+
+_PYFUNC_SOURCE = Path(__file__).with_name("_pyfunc.py")
+_MODEL_URI = re.compile(r"^(models|runs):/")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version in the MLflow registry."""
+
+    name: str
+    version: str
+    run_id: str
+    uri: str
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, or a SQLite store in the working folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+
+
+def _mlflow() -> Any:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def registered_model_name(task_name: str) -> str:
+    """The registry name of a task's flow model."""
+    return f"threattune-{re.sub(r'[^A-Za-z0-9_.-]+', '-', task_name)}"
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Start an MLflow run in ``experiment``; yields its run id."""
+    mlflow = _mlflow()
+    try:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            artifacts = _default_artifact_root()
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
+        mlflow.set_experiment(experiment)
+    except Exception as exc:  # MLflow raises many types; name the store and move on
+        raise TrackingError(
+            f"cannot open the MLflow experiment '{experiment}': {exc}",
+            field="MLFLOW_TRACKING_URI",
+            found=tracking_uri(),
+            fix="check the tracking URI and that the store is reachable and writable",
+        ) from exc
+    with mlflow.start_run(run_name=run_name, tags={"threattune.version": __version__,
+                                                   **(tags or {})}) as run:
+        yield run.info.run_id
+
+
+def _default_artifact_root() -> str | None:
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        return (database.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log run parameters, values as text."""
+    _mlflow().log_params({k: str(v)[:500] for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float]) -> None:
+    """Log numeric metrics, skipping undefined ones."""
+    clean = {k: float(v) for k, v in metrics.items() if v == v}
+    _mlflow().log_metrics(clean)
+
+
+def log_artifacts(folder: Path, artifact_path: str) -> None:
+    """Log every file of ``folder`` under ``artifact_path``."""
+    _mlflow().log_artifacts(str(folder), artifact_path=artifact_path)
+
+
+def log_flow_model(
+    model_folder: Path,
+    *,
+    registered_name: str | None,
+    input_example: pd.DataFrame,
+) -> RegisteredVersion | None:
+    """Log the flow model of the active run as a pyfunc model and register it.
+
+    Returns the registered version, or None when ``registered_name`` is None.
+    """
+    mlflow = _mlflow()
+    from mlflow.models import infer_signature
+
+    from threattune.flow_model import FlowModel
+    from threattune.scoring import score_frame
+
+    model = FlowModel.load(model_folder, with_baseline=False)
+    signature = infer_signature(input_example, score_frame(model, input_example))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(_PYFUNC_SOURCE),
+            artifacts={"flow_model": str(model_folder)},
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=registered_name,
+            pip_requirements=_requirements(),
+        )
+    if registered_name is None:
+        return None
+    version = str(info.registered_model_version)
+    logger.info("registered %s version %s", registered_name, version)
+    return RegisteredVersion(registered_name, version, info.run_id,
+                             f"models:/{registered_name}/{version}")
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("xgboost-cpu", "scikit-learn", "skops", "pandas", "numpy", "pyarrow"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return [*pins, f"threattune=={__version__}"]
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Point ``alias`` (for instance ``champion``) of a registered model at ``version``."""
+    mlflow = _mlflow()
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def aliases(name: str) -> dict[str, str]:
+    """The aliases of a registered model and the versions they point at."""
+    mlflow = _mlflow()
+    try:
+        registered = mlflow.MlflowClient().get_registered_model(name)
+    except Exception:  # noqa: BLE001 - absent model: no aliases
+        return {}
+    return dict(registered.aliases)
+
+
+def list_versions(name: str | None = None) -> list[dict[str, Any]]:
+    """Registered flow-model versions, newest first, with their aliases."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    query = f"name='{name}'" if name else ""
+    versions = client.search_model_versions(query)
+    rows = []
+    for v in versions:
+        rows.append({
+            "name": v.name, "version": v.version, "run_id": v.run_id,
+            "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(),
+            "aliases": ",".join(getattr(v, "aliases", []) or []),
+        })
+    return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))
+
+
+def resolve_model(reference: str | Path) -> Path:
+    """The local flow-model folder for a path or an MLflow URI.
+
+    ``reference`` is a folder written by ``threattune train``, or ``models:/NAME/VERSION``,
+    ``models:/NAME@ALIAS`` or ``runs:/RUN_ID/model``, which are downloaded from MLflow.
+    """
+    text = str(reference)
+    if not _MODEL_URI.match(text):
+        folder = Path(text)
+        if not folder.exists():
+            raise ModelError(
+                "model not found",
+                path=folder,
+                fix="pass the model folder that 'threattune train' printed, or a registry URI "
+                "such as models:/threattune-nsl-kdd@champion",
+            )
+        return folder
+    mlflow = _mlflow()
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    except Exception as exc:  # MLflow raises many types for an unknown model or alias
+        raise ModelError(
+            f"cannot load '{text}' from MLflow: {str(exc).splitlines()[0]}",
+            field="--model",
+            found=f"tracking URI {tracking_uri()}",
+            fix="check the name, version or alias with 'threattune models list', and that "
+            "MLFLOW_TRACKING_URI points at the store the model was registered in",
+        ) from exc
+    candidates = [p.parent for p in local.rglob("manifest.json")]
+    if not candidates:
+        raise ModelError("the MLflow model holds no threattune flow model", path=local)
+    return candidates[0]
