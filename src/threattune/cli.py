@@ -168,6 +168,10 @@ def train(
         help="Registry alias to point at the new version [default: champion, when no "
              "version has it yet].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits and fitting.")] = None,
+    goal: Annotated[str | None, typer.Option(
+        help="Operating goal met on the validation split: fpr<=0.01, precision>=0.99, "
+             "alerts<=200/day@5000000, or none for the most probable class "
+             "[default: the task's, fpr<=0.01].")] = None,
 ) -> None:
     """Train boosted trees and a scikit-learn baseline, evaluate, track and register them."""
     from dataclasses import replace
@@ -185,6 +189,8 @@ def train(
         flow_task = tasks.load_task(task)
     if seed is not None:
         flow_task = replace(flow_task, seed=seed)
+    if goal is not None:
+        flow_task = replace(flow_task, operating_goal=goal)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     output = output or Path("runs") / f"{flow_task.name}-{stamp}"
 
@@ -195,7 +201,8 @@ def train(
     from threattune.report import summary_table
 
     typer.echo(f"\n# {flow_task.name}\n")
-    typer.echo(f"chosen on the validation split: {training._describe(result.chosen)}\n")
+    typer.echo(f"chosen on the validation split: {training._describe(result.chosen)}")
+    typer.echo(f"operating point: {result.report.context['operating point']}\n")
     typer.echo(summary_table(result.report.evaluations))
     if result.cross_validation is not None:
         typer.echo("\n" + training._describe_cv(result.cross_validation))

@@ -45,6 +45,12 @@ class EvaluationReport:
         self.evaluations.append(evaluation)
         self.curves.setdefault(evaluation.dataset, {})[evaluation.model] = (is_attack, attack_score)
 
+    def primary(self, dataset: str) -> Evaluation | None:
+        """The model's evaluation as deployed: at its operating point when it has one."""
+        return self.find(dataset, "boosted-trees@operating-point") or self.find(
+            dataset, "boosted-trees"
+        )
+
     def find(self, dataset: str, model: str) -> Evaluation | None:
         return next(
             (e for e in self.evaluations if e.dataset == dataset and e.model == model), None
@@ -56,7 +62,7 @@ class EvaluationReport:
         folder.mkdir(parents=True, exist_ok=True)
         figures: dict[str, list[str]] = {}
         for evaluation in self.evaluations:
-            if evaluation.model != "boosted-trees":
+            if evaluation is not self.primary(evaluation.dataset):
                 continue
             slug = _slug(evaluation.dataset)
             confusion = _plots.confusion_png(
@@ -93,11 +99,12 @@ class EvaluationReport:
             lines += [f"> {note}", ""]
 
         for dataset in dict.fromkeys(e.dataset for e in self.evaluations):
-            model = self.find(dataset, "boosted-trees")
+            model = self.primary(dataset)
             baseline = self.find(dataset, "baseline")
             if model is None:
                 continue
-            lines += [f"## {dataset}", "", f"{model.n_flows:,} flows.", ""]
+            lines += [f"## {dataset}", "", f"{model.n_flows:,} flows; per class: {model.model}.",
+                      ""]
             lines += [
                 "| class | ATT&CK | precision | recall | F1 | support | baseline P | baseline R "
                 "| baseline F1 |",

@@ -15,6 +15,11 @@ spot from a user's labelled CSV or Parquet file. A task file looks like::
     evaluation: holdout            # or cross-validation (stratified, 5 folds)
     model:
       max_depth: [6, 10]           # a list is a choice that the validation split makes
+    operating_goal: fpr<=0.01      # alert threshold chosen on validation; none = top class
+
+The operating goal is a benign false-positive rate (``fpr<=0.01``), a precision
+(``precision>=0.99``) or an alert budget (``alerts<=200/day@5000000``), met on the validation
+split; ``none`` keeps the most probable class as the decision.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class FlowTask:
     validation_fraction: float = 0.2
     seed: int = 42
     model: dict[str, Any] = field(default_factory=dict)
+    operating_goal: str | None = "fpr<=0.01"
     description: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -235,7 +241,7 @@ def _task_from_spec(spec: Any, path: Path) -> FlowTask:
     known = {
         "name", "reader", "train", "test", "label_column", "benign_class", "attack_mapping",
         "granularity", "drop_columns", "keep_columns", "categorical", "evaluation", "folds",
-        "validation_fraction", "seed", "model", "description",
+        "validation_fraction", "seed", "model", "description", "operating_goal",
     }  # fmt: skip
     unknown = sorted(set(spec) - known)
     if unknown:
@@ -288,6 +294,7 @@ def _task_from_spec(spec: Any, path: Path) -> FlowTask:
             validation_fraction=float(spec.get("validation_fraction", 0.2)),
             seed=int(spec.get("seed", 42)),
             model=dict(spec.get("model") or {}),
+            operating_goal=spec.get("operating_goal", "fpr<=0.01"),
             description=str(spec.get("description", "")),
             base_dir=path.parent.resolve(),
         )

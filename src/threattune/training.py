@@ -31,6 +31,7 @@ from threattune.fingerprint import Fingerprint
 from threattune.flow_model import FlowModel
 from threattune.models.baseline import Baseline
 from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
+from threattune.operating_point import OperatingPoint, choose_threshold
 from threattune.preprocessing import FlowEncoder
 from threattune.report import EvaluationReport
 from threattune.sources.flows import FlowTable
@@ -167,22 +168,52 @@ def _fit_once(
     return encoder, trees, baseline, chosen, candidates, train_rows, valid_rows
 
 
+def _choose_operating_point(
+    model: FlowModel, validation: FlowTable, goal: str | None
+) -> OperatingPoint | None:
+    """The alert threshold on the attack score that meets ``goal`` on the validation split."""
+    if goal is None or str(goal).strip().lower() in {"none", "argmax", ""}:
+        return None
+    codes = class_codes(validation.labels.to_numpy(), model.classes, source=validation.source)
+    proba = model.predict_proba(validation.features)
+    point = choose_threshold(codes != model.benign_index, 1.0 - proba[:, model.benign_index], goal)
+    if not point.achievable:
+        logger.warning("operating goal %s cannot be met on the validation split; using the "
+                       "closest point, threshold %.4g", goal, point.threshold)
+    return point
+
+
+def _describe_point(point: OperatingPoint | None) -> str:
+    if point is None:
+        return "none: the most probable class decides"
+    return (f"alert when 1 - P(benign) >= {point.threshold:.4g}, chosen on the validation "
+            f"split for {point.goal} (validation FPR {point.fpr:.2%}, recall {point.recall:.2%})")
+
+
 def _evaluate_both(
     report: EvaluationReport,
     model: FlowModel,
     table: FlowTable,
     dataset: str,
-) -> tuple[Evaluation, Evaluation]:
+) -> list[Evaluation]:
+    """The trees at the top class, at the operating point (when set), and the baseline."""
     codes = class_codes(table.labels.to_numpy(), model.classes, source=table.source)
     techniques = model.technique_labels()
+    proba = model.predict_proba(table.features)
+    runs = [("boosted-trees", proba, None)]
+    if model.operating_point is not None:
+        decided = class_codes(model.decide(proba).classes, model.classes, source=table.source)
+        runs.append(("boosted-trees@operating-point", proba, decided))
+    runs.append(("baseline", model.baseline_proba(table.features), None))
     out = []
-    for name, proba in (("boosted-trees", model.predict_proba(table.features)),
-                        ("baseline", model.baseline_proba(table.features))):
-        evaluation = evaluate(codes, proba, model.classes, model.benign_class, dataset=dataset,
-                              model=name, techniques=techniques)
-        report.add(evaluation, codes != model.benign_index, 1.0 - proba[:, model.benign_index])
+    for name, probabilities, predicted in runs:
+        evaluation = evaluate(codes, probabilities, model.classes, model.benign_class,
+                              dataset=dataset, model=name, predicted=predicted,
+                              techniques=techniques)
+        report.add(evaluation, codes != model.benign_index,
+                   1.0 - probabilities[:, model.benign_index])
         out.append(evaluation)
-    return out[0], out[1]
+    return out
 
 
 def cross_validate(table: FlowTable, task: FlowTask, classes: list[str],
@@ -288,6 +319,9 @@ def train(
             "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         },
     )
+    point = _choose_operating_point(model, table.subset(valid_rows), task.operating_goal)
+    if point is not None:
+        model.manifest["operating_point"] = point.to_dict()
     model_folder = model.save(Path(output_dir) / "model")
 
     # Evaluate: validation (chose the settings), then each test set once.
@@ -300,6 +334,7 @@ def train(
             "training flows": f"{len(train_rows):,} (validation {len(valid_rows):,}, "
             f"seed {task.seed})",
             "chosen settings": _describe(chosen),
+            "operating point": _describe_point(point),
             "dropped columns": ", ".join(table.dropped) or "none",
         },
         findings=list(table.findings),
@@ -341,6 +376,7 @@ def _track(result: TrainingResult, table: FlowTable, train_rows: np.ndarray, *, 
         result.run_id = run_id
         tracking.log_params({
             "task": task.name, "reader": task.reader, "seed": task.seed,
+            "operating_goal": task.operating_goal,
             "validation_fraction": task.validation_fraction,
             "training_source": table.source, "flows": len(table),
             "rounds": result.chosen.rounds, "grid_size": len(result.candidates),
@@ -348,7 +384,7 @@ def _track(result: TrainingResult, table: FlowTable, train_rows: np.ndarray, *, 
         })  # fmt: skip
         metrics: dict[str, float] = {}
         for evaluation in result.report.evaluations:
-            prefix = f"{_metric_name(evaluation.dataset)}.{evaluation.model}"
+            prefix = f"{_metric_name(evaluation.dataset)}.{_metric_name(evaluation.model)}"
             for name in ("accuracy", "macro_f1", "binary_accuracy", "detection_rate",
                          "benign_fpr", "average_precision"):
                 metrics[f"{prefix}.{name}"] = evaluation.metric(name)
@@ -378,4 +414,4 @@ def _track(result: TrainingResult, table: FlowTable, train_rows: np.ndarray, *, 
 
 
 def _metric_name(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in text)
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in text.replace("@", "."))

@@ -313,7 +313,7 @@ class DomainClassifierResult:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DriftReport:
     """The data drift of one segment against a reference.
 
@@ -394,61 +394,38 @@ def detect_drift(
     """
     thresholds = thresholds or DriftThresholds()
     _check_alpha(alpha)
-    if not isinstance(current, pd.DataFrame) or len(current) == 0:
-        raise DataError(
-            "no segment rows to compare",
-            expected="a DataFrame with at least one row",
-            found=f"{type(current).__name__} of {len(current)} rows",
-        )
+    _check_segment(profile, current)
     if predictions is not None and profile.predictions is None:
         raise ConfigError(
             "predictions given but the profile holds no reference predictions",
             field="predictions",
             fix="build the profile with ReferenceProfile.from_frame(..., predictions=...)",
         )
-    rng = np.random.default_rng(seed)
+    if folds < 2 or max_rows < _MIN_CLASSIFIER_ROWS:
+        raise ConfigError(
+            "domain classifier settings out of range",
+            field="folds" if folds < 2 else "max_rows",
+            expected=f"folds >= 2 and max_rows >= {_MIN_CLASSIFIER_ROWS}",
+            found=f"folds {folds}, max_rows {max_rows}",
+        )
 
     present = [name for name in profile.features if name in current.columns]
     absent = [name for name in profile.features if name not in current.columns]
-    rows, details = _compare(profile, current, present, rng)
+    rows, details = _compare(profile, current, present, np.random.default_rng(seed))
     rows += [_missing_row(profile.features[name], len(current)) for name in absent]
     _judge(rows, alpha, thresholds)
     findings = _feature_findings(rows, details, "feature-drift")
     findings += [_missing_finding(name, len(current)) for name in absent]
     findings += _inconclusive_findings(rows, len(current))
-    extra = [str(name) for name in current.columns if name not in profile.features]
-    if extra:
-        findings.append(
-            Finding(
-                "unprofiled-feature",
-                Severity.INFO,
-                "segment",
-                f"{len(extra)} segment columns are not in the reference and were not compared",
-                {"columns": extra[:50]},
-            )
-        )
+    findings += _unprofiled_findings(profile, current)
 
     domain: DomainClassifierResult | None = None
     if multivariate and present:
-        n_rows = min(len(profile.sample), len(current), max_rows)
-        if n_rows >= max(_MIN_CLASSIFIER_ROWS, 2 * folds):
-            domain = domain_classifier_drift(
-                profile, current, max_rows=max_rows, folds=folds, seed=seed, alpha=alpha
-            )
-            findings += _multivariate_findings(domain, alpha, thresholds)
-        else:
-            findings.append(
-                Finding(
-                    "multivariate-drift",
-                    Severity.INFO,
-                    "segment",
-                    f"multivariate drift not checked: {n_rows} rows per side is too few",
-                    {"rows": n_rows, "needed": max(_MIN_CLASSIFIER_ROWS, 2 * folds)},
-                )
-            )
+        domain, found = _multivariate(profile, current, alpha, thresholds, max_rows, folds, seed)
+        findings += found
 
     prediction_row: dict[str, Any] | None = None
-    if predictions is not None and profile.predictions is not None:
+    if predictions is not None:
         predicted = prediction_drift(profile, predictions, alpha=alpha, thresholds=thresholds)
         prediction_row = predicted.records()[0]
         findings += predicted.findings
@@ -556,10 +533,21 @@ def domain_classifier_drift(
     reference = profile.sample.iloc[np.sort(rng.permutation(len(profile.sample))[:n_rows])]
     segment = current.iloc[np.sort(rng.permutation(len(current))[:n_rows])]
 
-    x = np.vstack(
-        [_design(profile, reference, features, strict=True), _design(profile, segment, features)]
-    )
+    x = np.vstack([_design(profile, reference, features), _design(profile, segment, features)])
     y = np.repeat([0, 1], n_rows)
+    varying = [j for j in range(x.shape[1]) if _varies(x[:, j])]
+    if not varying:
+        return DomainClassifierResult(
+            auc=0.5,
+            ci_low=0.5,
+            ci_high=0.5,
+            p_value=1.0,
+            fold_aucs=(0.5,) * folds,
+            n_reference=n_rows,
+            n_current=n_rows,
+        )
+
+    x, features = x[:, varying], [features[j] for j in varying]
     categorical = np.array([isinstance(profile.features[n], CategoricalProfile) for n in features])
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     fitted: list[tuple[Any, np.ndarray]] = []
@@ -618,7 +606,7 @@ def _compare(
         feature = profile.features[name]
         if isinstance(feature, NumericProfile):
             reference = profile.sample[name].to_numpy(dtype=np.float64)
-            values = numeric_values(current[name], name=str(name), strict=False)
+            values = numeric_values(current[name], name=str(name), errors="warn")
             row, detail = _compare_numeric(feature, reference, values, rng)
         else:
             row, detail = _compare_categorical(feature, category_counts(current[name]))
@@ -754,9 +742,9 @@ def _judge(rows: list[dict[str, Any]], alpha: float, thresholds: DriftThresholds
     for row in rows:
         if row["status"] == "missing":
             continue
-        levels: list[Severity] = []
+        levels: dict[str, Severity] = {}
         tested = large = significant = False
-        for _, effect, q_value, moderate, major in _criteria(row, thresholds):
+        for name, effect, q_value, moderate, major in _criteria(row, thresholds):
             if math.isnan(effect) or math.isnan(q_value):
                 continue
             tested = True
@@ -764,9 +752,9 @@ def _judge(rows: list[dict[str, Any]], alpha: float, thresholds: DriftThresholds
             level = _level(effect, moderate, major)
             large |= level is not None
             if level is not None and q_value <= alpha:
-                levels.append(level)
+                levels[name] = level
         if levels:
-            row.update(status="drift", severity=str(max(levels)))
+            row.update(status="drift", severity=str(max(levels.values())), flagged_by=[*levels])
         elif large:
             row["status"] = "inconclusive"
         elif significant:
@@ -786,14 +774,13 @@ def _level(effect: float, moderate: float, major: float) -> Severity | None:
 def _feature_findings(
     rows: list[dict[str, Any]], details: dict[str, dict[str, Any]], kind: str
 ) -> list[Finding]:
-    """One finding per drifting feature, the largest effect first within a severity."""
+    """One finding per drifting feature, the largest PSI first."""
+    drifting = [row for row in rows if row["status"] == "drift"]
     findings = []
-    for row in rows:
-        if row["status"] != "drift":
-            continue
+    for row in sorted(drifting, key=lambda row: -row["psi"]):
         name = row["feature"]
         evidence = {key: row[key] for key in _TABLE_COLUMNS if key not in ("feature", "severity")}
-        evidence.update(details[name])
+        evidence.update(details[name], flagged_by=row["flagged_by"])
         findings.append(
             Finding(
                 kind,
@@ -823,8 +810,9 @@ def _message(row: dict[str, Any], detail: dict[str, Any]) -> str:
 
     change = detail["largest_change"]
     text = (
-        f"{name} shifted (PSI {row['psi']:.2f}, KS D {row['ks_d']:.2f}); values in "
-        f"{change['bin']}: {change['reference_share']:.1%} in the reference, "
+        f"{name} shifted (PSI {row['psi']:.2f}, KS D {row['ks_d']:.2f}); values "
+        f"{'in ' if change['bin'][0] in '([' else ''}{change['bin']}: "
+        f"{change['reference_share']:.1%} in the reference, "
         f"{change['current_share']:.1%} here"
     )
     medians = detail["reference_median"], detail["current_median"]
@@ -866,6 +854,51 @@ def _inconclusive_findings(rows: list[dict[str, Any]], n_current: int) -> list[F
     ]
 
 
+def _unprofiled_findings(profile: ReferenceProfile, current: pd.DataFrame) -> list[Finding]:
+    extra = [str(name) for name in current.columns if name not in profile.features]
+    if not extra:
+        return []
+    return [
+        Finding(
+            "unprofiled-feature",
+            Severity.INFO,
+            "segment",
+            f"{len(extra)} segment columns are not in the reference and were not compared",
+            {"columns": extra[:50]},
+        )
+    ]
+
+
+def _multivariate(
+    profile: ReferenceProfile,
+    current: pd.DataFrame,
+    alpha: float,
+    thresholds: DriftThresholds,
+    max_rows: int,
+    folds: int,
+    seed: int,
+) -> tuple[DomainClassifierResult | None, list[Finding]]:
+    """The domain classifier when both sides have rows enough, else an INFO finding."""
+    n_rows = min(len(profile.sample), len(current), max_rows)
+    needed = max(_MIN_CLASSIFIER_ROWS, 2 * folds)
+    if n_rows < needed:
+        text = f"multivariate drift not checked: {n_rows} rows per side is too few"
+        return None, [
+            Finding(
+                "multivariate-drift",
+                Severity.INFO,
+                "segment",
+                text,
+                {"rows": n_rows, "needed": needed},
+            )
+        ]
+
+    result = domain_classifier_drift(
+        profile, current, max_rows=max_rows, folds=folds, seed=seed, alpha=alpha
+    )
+    return result, _multivariate_findings(result, alpha, thresholds)
+
+
 def _multivariate_findings(
     result: DomainClassifierResult, alpha: float, thresholds: DriftThresholds
 ) -> list[Finding]:
@@ -888,9 +921,7 @@ def _by_severity(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda finding: -finding.severity)
 
 
-def _design(
-    profile: ReferenceProfile, rows: pd.DataFrame, features: Sequence[str], *, strict: bool = False
-) -> np.ndarray:
+def _design(profile: ReferenceProfile, rows: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     """Rows as a float matrix for the classifier: numbers (non-finite as NaN) and category codes.
 
     Categories are coded by their position in the profile; all others share the last code.
@@ -899,12 +930,20 @@ def _design(
     for name in features:
         feature = profile.features[name]
         if isinstance(feature, NumericProfile):
-            values = numeric_values(rows[name], name=str(name), strict=strict)
+            values = numeric_values(rows[name], name=str(name), errors="coerce")
             columns.append(np.where(np.isfinite(values), values, np.nan))
         else:
             codes = pd.Index(feature.categories).get_indexer(category_labels(rows[name]))
             columns.append(np.where(codes < 0, len(feature.categories), codes).astype(np.float64))
     return np.column_stack(columns)
+
+
+def _varies(column: np.ndarray) -> bool:
+    """Whether a column takes more than one value (NaN counting as a value)."""
+    present = column[~np.isnan(column)]
+    if present.size in (0, column.size):
+        return present.size > 0 and bool(np.ptp(present) > 0)
+    return True
 
 
 def _delong(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -945,6 +984,24 @@ def _shares(counts: Sequence[float] | np.ndarray) -> np.ndarray | None:
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
     return counts / total if total > 0 else None
+
+
+def _check_segment(profile: ReferenceProfile, current: pd.DataFrame) -> None:
+    if not isinstance(current, pd.DataFrame) or len(current) == 0:
+        found = f"{len(current)} rows" if isinstance(current, pd.DataFrame) else type(current)
+        raise DataError(
+            "no segment rows to compare",
+            expected="a DataFrame with at least one row",
+            found=str(found),
+        )
+    duplicated = current.columns[current.columns.duplicated()]
+    shared = sorted({str(name) for name in duplicated if name in profile.features})
+    if shared:
+        raise DataError(
+            "the segment has duplicate feature columns",
+            expected="each feature once",
+            found=", ".join(shared),
+        )
 
 
 def _check_alpha(alpha: float) -> None:

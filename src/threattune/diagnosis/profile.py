@@ -35,7 +35,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -70,11 +70,17 @@ _EDGE_SAMPLE_MIN = 50_000
 _MAX_TOP_K = 250
 
 
-def numeric_values(values: pd.Series | np.ndarray, *, name: str, strict: bool = True) -> np.ndarray:
+def numeric_values(
+    values: pd.Series | np.ndarray,
+    *,
+    name: str,
+    errors: Literal["raise", "warn", "coerce"] = "raise",
+) -> np.ndarray:
     """A numeric feature as float64, missing values as NaN.
 
-    Text that does not parse as a number raises :class:`DataError` when ``strict``, and becomes
-    NaN (with a warning) otherwise, so that a segment with a broken column still gets diagnosed.
+    Text that does not parse as a number raises :class:`DataError` (``errors="raise"``), or
+    becomes NaN with a warning (``"warn"``) or silently (``"coerce"``), so that a segment with a
+    broken column still gets diagnosed.
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
@@ -93,7 +99,7 @@ def numeric_values(values: pd.Series | np.ndarray, *, name: str, strict: bool = 
     unparsed = int(parsed.isna().sum() - series.isna().sum())
     if unparsed:
         example = series[parsed.isna() & series.notna()].iloc[0]
-        if strict:
+        if errors == "raise":
             raise DataError(
                 f"{unparsed} values of a numeric feature are not numbers",
                 field=name,
@@ -101,16 +107,18 @@ def numeric_values(values: pd.Series | np.ndarray, *, name: str, strict: bool = 
                 found=repr(example),
                 fix="list the feature as categorical, or clean the column",
             )
-        logger.warning(
-            "%s: %d values are not numbers (e.g. %r); read as NaN", name, unparsed, example
-        )
+        if errors == "warn":
+            logger.warning(
+                "%s: %d values are not numbers (e.g. %r); read as NaN", name, unparsed, example
+            )
     return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def category_labels(values: pd.Series | pd.Index | np.ndarray | Sequence[Any]) -> np.ndarray:
-    """Categories as strings, so that ``6``, ``6.0`` and ``"6"`` are one category.
+    """Categories as strings, so that a port read as ``6``, ``6.0`` or ``"6"`` is one category.
 
-    Missing values become :data:`MISSING`. The result is an object array of ``str``.
+    Floats that are all whole numbers lose their ``.0``; missing values become :data:`MISSING`.
+    The result is an object array of ``str``.
     """
     series = pd.Series(values, copy=False) if not isinstance(values, pd.Series) else values
     missing = series.isna().to_numpy()
@@ -118,7 +126,8 @@ def category_labels(values: pd.Series | pd.Index | np.ndarray | Sequence[Any]) -
     if pd.api.types.is_float_dtype(series.dtype):
         floats = series.to_numpy(dtype=np.float64, na_value=np.nan)
         present = floats[~missing]
-        if np.isfinite(present).all() and (present == np.round(present)).all():
+        whole = np.isfinite(present).all() and (present == np.round(present)).all()
+        if whole and (np.abs(present) < 2.0**53).all():
             series = pd.Series(np.where(missing, 0.0, floats).astype(np.int64))
     labels = series.astype(str).to_numpy(dtype=object)
     labels[missing] = MISSING
@@ -174,11 +183,19 @@ class NumericProfile:
         return np.concatenate([finite_counts, [n_nan, n_low + n_high]]).astype(np.int64)
 
     def bin_labels(self) -> list[str]:
-        """Readable names of the bins, in order."""
-        bounds = ["-inf", *(f"{edge:.6g}" for edge in self.edges), "inf"]
-        finite = [f"({low}, {high}]" for low, high in zip(bounds[:-1], bounds[1:], strict=True)]
-        finite[-1] = finite[-1].replace("]", ")")
-        return [*finite, "nan", "inf"]
+        """Readable names of the bins, in order: ``< 0``, ``= 0``, ``(0, 12]``, ..., ``> 760``."""
+        if self.edges.size == 0:
+            return ["finite", "nan", "inf"]
+        minimum = np.nextafter(self.edges[0], np.inf) + 0.0
+        labels = [f"< {minimum:.6g}"]
+        for low, high in zip(self.edges[:-1], self.edges[1:], strict=True):
+            if np.nextafter(high, -np.inf) == low:
+                labels.append(f"= {high:.6g}")
+            elif low == self.edges[0]:
+                labels.append(f"[{minimum:.6g}, {high:.6g}]")
+            else:
+                labels.append(f"({low:.6g}, {high:.6g}]")
+        return [*labels, f"> {self.edges[-1]:.6g}", "nan", "inf"]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -450,62 +467,26 @@ class ReferenceProfile:
         :meth:`from_frame`.
         """
         _check_settings(n_bins=n_bins, top_k=top_k, sample_size=sample_size)
-        sample = _RowSample(max(sample_size, _EDGE_SAMPLE_MIN), np.random.default_rng(seed))
-        category_totals: dict[str, pd.Series] = {}
-        columns: list[str] = []
-        numeric: list[str] = []
-        n_rows = 0
-        for chunk in chunks():
-            if not columns:
-                columns = _feature_columns(chunk, exclude)
-                numeric, _ = _feature_kinds(chunk.dtypes[columns], categorical)
-            _check_columns(chunk, columns)
-            sample.add(chunk, columns)
-            for name in columns:
-                if name not in numeric:
-                    counts = category_counts(chunk[name])
-                    total = category_totals.get(name)
-                    category_totals[name] = (
-                        counts if total is None else total.add(counts, fill_value=0)
-                    )
-            n_rows += len(chunk)
-        if n_rows == 0:
-            raise DataError(
-                "no reference rows to profile", expected="at least one row", found="no rows"
-            )
+        first = _first_pass(chunks, categorical, exclude, max(sample_size, _EDGE_SAMPLE_MIN), seed)
+        columns, numeric, rows = first.columns, first.numeric, first.rows
 
-        rows = _sample_columns(sample.frame(), numeric)
         edges = {name: _bin_edges(_finite(rows[name].to_numpy()), n_bins) for name in numeric}
-        bin_totals = {name: np.zeros(e.size + 3, dtype=np.int64) for name, e in edges.items()}
-        n_second = 0
-        for chunk in chunks():
-            _check_columns(chunk, columns)
-            for name in numeric:
-                feature = NumericProfile(name, edges[name], bin_totals[name])
-                bin_totals[name] += feature.bin_counts(numeric_values(chunk[name], name=name))
-            n_second += len(chunk)
-        if n_second != n_rows:
-            raise DataError(
-                "the chunks gave different rows on the second pass",
-                expected=f"{n_rows} rows",
-                found=f"{n_second} rows",
-                fix="pass a function that reads the source again from the start",
-            )
+        bin_totals = _count_bins(chunks, edges, first.n_rows)
 
         features: dict[str, FeatureProfile] = {}
         for name in columns:
             if name in edges:
                 features[name] = NumericProfile(name, edges[name], bin_totals[name])
             else:
-                features[name] = _top_categories(name, category_totals[name], top_k)
+                features[name] = _top_categories(name, first.category_totals[name], top_k)
         logger.info(
             "profiled %d reference rows: %d numeric and %d categorical features",
-            n_rows,
+            first.n_rows,
             len(numeric),
             len(columns) - len(numeric),
         )
         return cls(
-            n_rows=n_rows,
+            n_rows=first.n_rows,
             features=features,
             sample=rows.iloc[:sample_size].reset_index(drop=True),
             seed=seed,
@@ -617,6 +598,73 @@ class ReferenceProfile:
         except DataError as error:
             error.path = str(path)
             raise
+
+
+@dataclass(frozen=True)
+class _FirstPass:
+    columns: list[str]
+    numeric: list[str]
+    n_rows: int
+    category_totals: dict[str, pd.Series]
+    rows: pd.DataFrame
+
+
+def _first_pass(
+    chunks: Callable[[], Iterable[pd.DataFrame]],
+    categorical: Sequence[str] | None,
+    exclude: Sequence[str],
+    sample_size: int,
+    seed: int,
+) -> _FirstPass:
+    """Feature kinds, row count, category counts and the row sample, in one pass over chunks."""
+    sample = _RowSample(sample_size, np.random.default_rng(seed))
+    category_totals: dict[str, pd.Series] = {}
+    columns: list[str] | None = None
+    numeric: list[str] = []
+    n_rows = 0
+    for chunk in chunks():
+        if columns is None:
+            columns = _feature_columns(chunk, exclude)
+            numeric, _ = _feature_kinds(chunk.dtypes[columns], categorical)
+        _check_columns(chunk, columns)
+        sample.add(chunk, columns)
+        for name in columns:
+            if name not in numeric:
+                counts = category_counts(chunk[name])
+                total = category_totals.get(name)
+                category_totals[name] = counts if total is None else total.add(counts, fill_value=0)
+        n_rows += len(chunk)
+    if columns is None or n_rows == 0:
+        raise DataError("no reference rows to profile", expected="at least one row", found="none")
+
+    rows = _sample_columns(sample.frame(), numeric)
+    return _FirstPass(columns, numeric, n_rows, category_totals, rows)
+
+
+def _count_bins(
+    chunks: Callable[[], Iterable[pd.DataFrame]], edges: Mapping[str, np.ndarray], n_rows: int
+) -> dict[str, np.ndarray]:
+    """Reference counts per bin of every numeric feature, in a second pass over chunks."""
+    if not edges:
+        return {}
+    binned = {
+        name: NumericProfile(name, e, np.zeros(e.size + 3, np.int64)) for name, e in edges.items()
+    }
+    totals = {name: np.zeros(e.size + 3, dtype=np.int64) for name, e in edges.items()}
+    n_second = 0
+    for chunk in chunks():
+        _check_columns(chunk, list(edges))
+        for name, feature in binned.items():
+            totals[name] += feature.bin_counts(numeric_values(chunk[name], name=name))
+        n_second += len(chunk)
+    if n_second != n_rows:
+        raise DataError(
+            "the chunks gave different rows on the second pass",
+            expected=f"{n_rows} rows",
+            found=f"{n_second} rows",
+            fix="pass a function that reads the source again from the start",
+        )
+    return totals
 
 
 def _check_settings(*, n_bins: int, top_k: int, sample_size: int) -> None:

@@ -35,7 +35,7 @@ class Baseline:
     many orders of magnitude, do not swamp the linear model.
     """
 
-    def __init__(self, categorical: list[int], n_features: int, *, max_iter: int = 300) -> None:
+    def __init__(self, categorical: list[int], n_features: int, *, max_iter: int = 150) -> None:
         self.categorical = list(categorical)
         self.numeric = [i for i in range(n_features) if i not in set(categorical)]
         self.max_iter = max_iter

@@ -1,12 +1,11 @@
 """Mail ingestion: raw mail in, parsed messages with the signals an analyst weighs out.
 
 Reads mbox files, single ``.eml`` files, folders of them, tar archives (plain, gzip, bzip2 or
-xz, read member by member, nested archives to a bounded depth) and the public text corpora
-(Enron-Spam, Ling-Spam, the Nazario 2015-2022 CSV). Every reader is a generator, so memory
-stays flat however large the corpus. A message that cannot be read is skipped and reported as a
-:class:`~threattune.findings.Finding` naming its file and position; the rest goes on.
-
-Attachments are measured, never written out or opened, and URLs are never fetched.
+xz, streamed member by member, archives inside archives to a bounded depth) and the public text
+corpora (Enron-Spam, Ling-Spam, the Nazario 2015-2022 CSV). Every reader is a generator, so
+memory stays flat however large the corpus. A message that cannot be used is skipped and
+reported as a :class:`~threattune.findings.Finding` naming its file and position; the rest
+goes on. Attachments are measured, never written out or opened, and URLs are never fetched.
 
 >>> reader = MailReader()
 >>> raw = b"From: IT <it@example.org>\\nSubject: Reset\\n\\nGo to http://evil.example/reset\\n"
@@ -27,9 +26,7 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator
 from email import policy
 from email.message import Message as EmailMessage
 from email.parser import BytesParser
@@ -38,8 +35,12 @@ from typing import IO, Any
 
 from threattune.errors import DataError
 from threattune.findings import Finding, Severity
-from threattune.sources import _mime
-from threattune.sources._mime import Attachment, HeaderSignals, defang, extract_urls, html_to_text
+from threattune.sources import _corpora, _headers, _mime
+from threattune.sources._corpora import ARCHIVE_SUFFIXES, COMPRESSED_SUFFIXES
+from threattune.sources._headers import HeaderSignals
+from threattune.sources._message import MailSource, Message
+from threattune.sources._mime import Attachment
+from threattune.sources._text import defang, extract_urls, html_to_text
 
 __all__ = [
     "Attachment",
@@ -63,20 +64,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HAM, SPAM, PHISHING = "ham", "spam", "phishing"
 MB = 1024 * 1024
 
-_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
-_COMPRESSED = (".gz", ".bz2", ".xz")
 _DOCUMENT_NAMES = re.compile(
     r"^(readme.*|summary\.txt|provenance\.md|sha\d*sums|md5sums|license.*|copying.*"
     r"|manifest\.csv|index\.csv|\..*)$|\.(md|json|ya?ml|py|sh|html?)$",
     re.IGNORECASE,
 )
-_LABEL_PART = re.compile(r"^(?:easy_|hard_)?(ham|spam|phishing)(?:_?\d+)?$", re.IGNORECASE)
-_ENRON_NAME = re.compile(r"(?:^|/)\d+\.(\d{4})-\d\d-\d\d\.[\w-]+\.(ham|spam)\.txt$", re.I)
-_LINGSPAM_NAME = re.compile(r"(?:^|/)(spmsg\w*|\d+-\d+msg\d+)\.txt$", re.IGNORECASE)
-_NAZARIO_TEXT_NAME = re.compile(r"(?:^|/)phishing\d+/\d+_(?:true|false)\.txt$", re.IGNORECASE)
 _ENVELOPE = re.compile(rb"^From \S*\s+.*\d\d:\d\d")
 _ESCAPED_FROM = re.compile(rb"^>(>*From )")
 _MAIL_HEADERS = frozenset(
@@ -84,80 +78,17 @@ _MAIL_HEADERS = frozenset(
     "mime-version delivered-to x-mailer authentication-results".split()
 )
 _PSEUDO_MESSAGE = "FOLDER INTERNAL DATA"
-_CSV_COLUMNS = {"sender", "receiver", "date", "subject", "body", "label"}
+_STREAM_ERRORS = (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error)
 
 
 class _Skip(Exception):
-    """A message that cannot be used, with the finding that says why."""
+    """A message that cannot be used, with what to report about it."""
 
     def __init__(self, kind: str, message: str, severity: Severity = Severity.MEDIUM) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.severity = severity
-
-
-@dataclass(frozen=True, slots=True)
-class MailSource:
-    """Where a message came from: a file, the archive member inside it, its place in a mailbox.
-
-    ``member`` joins nested archive members with ``!``; ``index`` is the 1-based message number
-    in an mbox; ``line`` the 1-based line where the message starts in an mbox or CSV.
-    """
-
-    path: str
-    member: str | None = None
-    index: int | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        text = self.path + (f"!{self.member}" if self.member else "")
-        if self.index is not None:
-            text += f", message {self.index}"
-        if self.line is not None:
-            text += f", line {self.line}"
-        return text
-
-    def inside(self, member: str) -> MailSource:
-        """The source of an archive member below this one."""
-        return MailSource(self.path, f"{self.member}!{member}" if self.member else member)
-
-    def evidence(self) -> dict[str, Any]:
-        """The known parts of the position, for a finding's evidence."""
-        parts = {"path": self.path, "member": self.member, "index": self.index, "line": self.line}
-        return {key: value for key, value in parts.items() if value is not None}
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One parsed message: who sent it, what it says, where it links, what it carries.
-
-    ``signals`` is None for text-only sources, which keep no headers. ``year`` is the year of
-    ``date``, or the year a text corpus records in its file names. ``findings`` lists what was
-    repaired or cut while parsing (charset fallbacks, truncated parts, MIME defects).
-    """
-
-    source: MailSource
-    message_id: str | None = None
-    date: datetime | None = None
-    year: int | None = None
-    from_name: str = ""
-    from_address: str | None = None
-    reply_to: str | None = None
-    return_path: str | None = None
-    subject: str = ""
-    text: str = ""
-    html: bool = False
-    urls: tuple[str, ...] = ()
-    attachments: tuple[Attachment, ...] = ()
-    signals: HeaderSignals | None = None
-    label: str | None = None
-    findings: tuple[Finding, ...] = field(default=(), compare=False)
-
-    @property
-    def defanged_urls(self) -> tuple[str, ...]:
-        """The URLs, defanged for display (``hxxp://``, ``[.]``)."""
-        return tuple(defang(url) for url in self.urls)
 
 
 class MailReader:
@@ -170,7 +101,7 @@ class MailReader:
     max_part_bytes:
         A text or HTML part larger than this is cut to it, with a finding.
     max_archive_depth:
-        How many archives inside an archive are opened; deeper ones are skipped.
+        How many levels of archives inside an archive are opened; deeper ones are skipped.
     on_issue:
         Called with each finding as it happens, besides collecting it in ``issues``.
 
@@ -200,82 +131,58 @@ class MailReader:
 
         ``label`` is given to messages whose source does not name one. Sources name labels by
         folder or file name (``ham``, ``spam``, ``easy_ham``, ``phishing0``), by the Enron and
-        Ling-Spam file naming, or by the CSV ``label`` column.
+        Ling-Spam file naming, or in the CSV ``label`` column.
         """
-        path = Path(path)
-        if not path.exists():
-            raise DataError(
-                "mail source not found",
-                path=path,
-                fix="point at an mbox, .eml, folder or archive that exists (see THREATTUNE_DATA)",
-            )
+        path = _existing(path)
         if path.is_dir():
             return self._read_folder(path, label, None)
-        return self._read_file(path, _name_label([_stem(path.name)]) or label, None)
+        return self._read_path(path, label, None, None)
 
     def read_mbox(self, path: str | Path, *, label: str | None = None) -> Iterator[Message]:
         """Messages of an mbox file, plain or compressed (``.gz``, ``.bz2``, ``.xz``)."""
-        path = Path(path)
-        label = _name_label([_stem(path.name)]) or label
-        with _open_file(path) as stream:
-            yield from self._read_mbox(
-                _decompressed(stream, path.name), MailSource(str(path)), label
-            )
+        return self._read_path(_existing(path), label, None, "mbox")
 
     def read_eml(self, path: str | Path, *, label: str | None = None) -> Iterator[Message]:
-        """The one message of an ``.eml`` (or raw RFC 822) file; none if it is unreadable."""
-        path = Path(path)
-        with _open_file(path) as stream:
-            raw = self._bounded(stream, MailSource(str(path)))
-        if raw is not None:
-            yield from self._from_bytes(raw, path.name, MailSource(str(path)), label, "mail")
+        """The message of one ``.eml`` (raw RFC 822) file; none, with an issue, if unusable."""
+        return self._read_path(_existing(path), label, None, "mail")
 
     def read_eml_folder(self, path: str | Path, *, label: str | None = None) -> Iterator[Message]:
         """Messages in a folder and its sub-folders, in name order, archives included."""
-        return self._read_folder(Path(path), label, None)
+        return self._read_folder(_existing(path), label, None)
 
     def read_tar(self, path: str | Path, *, label: str | None = None) -> Iterator[Message]:
-        """Messages in a tar archive, read as a stream one member at a time."""
-        path = Path(path)
-        label = _name_label([_stem(path.name)]) or label
-        with _open_file(path) as stream:
-            yield from self._read_tar(stream, MailSource(str(path)), label, 0, None)
+        """Messages in a tar archive, streamed one member at a time."""
+        return self._read_path(_existing(path), label, None, "tar")
 
     def read_enron(self, path: str | Path) -> Iterator[Message]:
         """Enron-Spam messages (an ``enronN`` archive or folder): subject and body, labelled."""
-        return self._read_corpus(Path(path), "enron")
+        return self._read_corpus(_existing(path), "enron")
 
     def read_lingspam(self, path: str | Path) -> Iterator[Message]:
         """Ling-Spam messages (archive or folder): subject and body; ``spmsg*`` files are spam."""
-        return self._read_corpus(Path(path), "lingspam")
+        return self._read_corpus(_existing(path), "lingspam")
 
     def read_nazario_csv(self, path: str | Path) -> Iterator[Message]:
         """Rows of the Nazario 2015-2022 CSV (plain or compressed) as text-only messages."""
-        path = Path(path)
-        with _open_file(path) as stream:
-            yield from self._read_csv(_decompressed(stream, path.name), MailSource(str(path)))
+        return self._read_path(_existing(path), None, None, "csv")
 
     def read_bytes(
         self, raw: bytes, *, name: str = "<bytes>", label: str | None = None
     ) -> Iterator[Message]:
-        """The message in ``raw``, or nothing (with an issue) when it is not readable mail."""
-        return self._from_bytes(raw, name, MailSource(name), label, "mail")
+        """The message in ``raw``, or nothing (with an issue) when it is not usable mail."""
+        return self._from_bytes(raw, MailSource(name), label, None)
 
     def parse(
         self, raw: bytes, *, source: MailSource | None = None, label: str | None = None
     ) -> Message | None:
-        """Parse one raw RFC 822 message; None (with an issue) when it cannot be used."""
-        return next(self._from_bytes(raw, "", source or MailSource("<bytes>"), label, "mail"), None)
+        """Parse one raw RFC 822 message; None, with an issue, when it cannot be used."""
+        return next(self._from_bytes(raw, source or MailSource("<bytes>"), label, None), None)
 
     def _report(
-        self,
-        kind: str,
-        severity: Severity,
-        source: MailSource,
-        message: str,
-        **evidence: Any,
+        self, kind: str, severity: Severity, source: MailSource, message: str, **evidence: Any
     ) -> Finding:
-        finding = Finding(kind, severity, str(source), message, {**source.evidence(), **evidence})
+        known = {key: value for key, value in evidence.items() if value is not None}
+        finding = Finding(kind, severity, str(source), message, {**source.evidence(), **known})
         self.issues.append(finding)
         log = logger.warning if severity >= Severity.MEDIUM else logger.debug
         log("%s: %s", finding.subject, message)
@@ -285,27 +192,28 @@ class MailReader:
 
     def _read_corpus(self, path: Path, layout: str) -> Iterator[Message]:
         if path.is_dir():
-            yield from self._read_folder(path, None, layout)
-            return
-        with _open_file(path) as stream:
-            yield from self._read_stream(stream, path.name, MailSource(str(path)), None, 0, layout)
+            return self._read_folder(path, None, layout)
+        return self._read_path(path, None, layout, None)
 
     def _read_folder(self, root: Path, label: str | None, layout: str | None) -> Iterator[Message]:
         for folder, subfolders, files in os.walk(root):
             subfolders.sort()
             for name in sorted(files):
                 path = Path(folder, name)
-                parts = [*path.relative_to(root).parent.parts, _stem(name)]
-                yield from self._read_file(path, _name_label(parts) or label, layout)
+                if _DOCUMENT_NAMES.search(name):
+                    logger.debug("%s: documentation, not mail; skipped", path)
+                    continue
+                parts = [*path.relative_to(root).parent.parts, _corpora.stem(name)]
+                yield from self._read_path(path, _corpora.name_label(parts) or label, layout, None)
 
-    def _read_file(self, path: Path, label: str | None, layout: str | None) -> Iterator[Message]:
+    def _read_path(
+        self, path: Path, label: str | None, layout: str | None, kind: str | None
+    ) -> Iterator[Message]:
         source = MailSource(str(path))
-        if _DOCUMENT_NAMES.search(path.name):
-            logger.debug("%s: documentation, not mail; skipped", source)
-            return
+        label = _corpora.name_label([_corpora.stem(path.name)]) or label
         try:
             with open(path, "rb") as stream:
-                yield from self._read_stream(stream, path.name, source, label, 0, layout)
+                yield from self._read_stream(stream, path.name, source, label, 0, layout, kind)
         except OSError as exc:
             self._report("unreadable-file", Severity.HIGH, source, f"cannot read file: {exc}")
 
@@ -317,45 +225,42 @@ class MailReader:
         label: str | None,
         depth: int,
         layout: str | None,
+        kind: str | None = None,
     ) -> Iterator[Message]:
         lower = name.lower()
-        if lower.endswith(_TAR_SUFFIXES):
+        if (kind is None and lower.endswith(ARCHIVE_SUFFIXES)) or kind == "tar":
             yield from self._read_tar(stream, source, label, depth, layout)
-        elif lower.endswith(_COMPRESSED):
+        elif lower.endswith(COMPRESSED_SUFFIXES):
             inner = name.rsplit(".", 1)[0]
             try:
-                yield from self._read_stream(
-                    _decompressed(stream, name), inner, source, label, depth, layout
-                )
+                stream = _decompressed(stream, lower)
+                yield from self._read_stream(stream, inner, source, label, depth, layout, kind)
             except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
-                self._report(
-                    "unreadable-archive", Severity.HIGH, source, f"cannot decompress: {exc}"
-                )
-        elif lower.endswith(".mbox") or lower == "mbox":
+                self._report("unreadable-archive", Severity.HIGH, source, f"bad compression: {exc}")
+        elif (kind is None and lower.endswith((".mbox", "mbox"))) or kind == "mbox":
             yield from self._read_mbox(stream, source, label)
-        elif lower.endswith(".csv"):
+        elif (kind is None and lower.endswith(".csv")) or kind == "csv":
             yield from self._read_csv(stream, source)
-        elif lower.endswith(".zip"):
+        elif kind is None and lower.endswith(".zip"):
             self._report(
                 "unsupported-archive", Severity.MEDIUM, source, "zip archives are not read"
             )
         else:
-            raw = self._bounded(stream, source)
-            if raw is not None:
-                yield from self._from_bytes(raw, name, source, label, layout)
+            raw = stream.read(self.max_message_bytes + 1)
+            if len(raw) > self.max_message_bytes:
+                self._oversized(source, None)
+            else:
+                yield from self._from_bytes(raw, source, label, layout)
 
-    def _bounded(self, stream: IO[bytes], source: MailSource) -> bytes | None:
-        raw = stream.read(self.max_message_bytes + 1)
-        if len(raw) > self.max_message_bytes:
-            self._report(
-                "oversized-message",
-                Severity.MEDIUM,
-                source,
-                f"larger than {self.max_message_bytes} bytes; skipped",
-                limit=self.max_message_bytes,
-            )
-            return None
-        return raw
+    def _oversized(self, source: MailSource, size: int | None) -> None:
+        self._report(
+            "oversized-message",
+            Severity.MEDIUM,
+            source,
+            f"larger than {self.max_message_bytes} bytes; skipped",
+            bytes=size,
+            limit=self.max_message_bytes,
+        )
 
     def _read_tar(
         self,
@@ -370,7 +275,7 @@ class MailReader:
                 for member in archive:
                     if member.isfile():
                         yield from self._read_member(archive, member, source, label, depth, layout)
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+        except _STREAM_ERRORS as exc:
             self._report("unreadable-archive", Severity.HIGH, source, f"cannot read archive: {exc}")
 
     def _read_member(
@@ -384,77 +289,54 @@ class MailReader:
     ) -> Iterator[Message]:
         source = outer.inside(member.name)
         base = member.name.rsplit("/", 1)[-1]
-        parts = [*member.name.split("/")[:-1], _stem(base)]
-        label = _name_label(parts) or label
+        parts = [*member.name.split("/")[:-1], _corpora.stem(base)]
+        label = _corpora.name_label(parts) or label
         if _DOCUMENT_NAMES.search(base):
             logger.debug("%s: documentation, not mail; skipped", source)
             return
         if member.size > self.max_message_bytes:
-            self._report(
-                "oversized-member",
-                Severity.MEDIUM,
-                source,
-                f"archive member of {member.size} bytes is over {self.max_message_bytes}; skipped",
-                bytes=member.size,
-                limit=self.max_message_bytes,
-            )
+            self._oversized(source, member.size)
             return
-        if base.lower().endswith(_TAR_SUFFIXES) and depth >= self.max_archive_depth:
+        if base.lower().endswith(ARCHIVE_SUFFIXES) and depth >= self.max_archive_depth:
             self._report(
                 "archive-too-deep",
                 Severity.MEDIUM,
                 source,
-                f"archive nested deeper than {self.max_archive_depth} levels; skipped",
+                f"archive nested more than {self.max_archive_depth} levels deep; skipped",
                 depth=depth + 1,
             )
             return
 
         stream = archive.extractfile(member)
-        if stream is None:
-            return
-        yield from self._read_stream(stream, base, source, label, depth + 1, layout)
+        if stream is not None:
+            yield from self._read_stream(stream, base, source, label, depth + 1, layout)
 
     def _read_mbox(
         self, stream: IO[bytes], source: MailSource, label: str | None
     ) -> Iterator[Message]:
-        for index, line, raw in self._split_mbox(stream, source):
-            position = MailSource(source.path, source.member, index, line)
-            yield from self._from_bytes(raw, "", position, label, "mail")
-
-    def _split_mbox(
-        self, stream: IO[bytes], source: MailSource
-    ) -> Iterator[tuple[int, int, bytes]]:
         lines: list[bytes] = []
-        size = 0
-        index = 1
-        start = 1
+        size, index, start = 0, 1, 1
         previous_blank = True
         for number, line in enumerate(stream, start=1):
             if previous_blank and _ENVELOPE.match(line) and any(x.strip() for x in lines):
-                yield from self._mbox_message(source, index, start, size, lines)
-                index += 1
-                lines, size, start = [], 0, number
+                yield from self._mbox_message(
+                    lines, size, source.at(index=index, line=start), label
+                )
+                lines, size, index, start = [], 0, index + 1, number
             size += len(line)
             if size <= self.max_message_bytes:
                 lines.append(_ESCAPED_FROM.sub(rb"\1", line))
             previous_blank = not line.strip()
         if any(x.strip() for x in lines):
-            yield from self._mbox_message(source, index, start, size, lines)
+            yield from self._mbox_message(lines, size, source.at(index=index, line=start), label)
 
     def _mbox_message(
-        self, source: MailSource, index: int, line: int, size: int, lines: list[bytes]
-    ) -> Iterator[tuple[int, int, bytes]]:
-        if size <= self.max_message_bytes:
-            yield index, line, b"".join(lines)
+        self, lines: list[bytes], size: int, source: MailSource, label: str | None
+    ) -> Iterator[Message]:
+        if size > self.max_message_bytes:
+            self._oversized(source, size)
             return
-        self._report(
-            "oversized-message",
-            Severity.MEDIUM,
-            MailSource(source.path, source.member, index, line),
-            f"message of {size} bytes is over {self.max_message_bytes}; skipped",
-            bytes=size,
-            limit=self.max_message_bytes,
-        )
+        yield from self._from_bytes(b"".join(lines), source, label, None)
 
     def _read_csv(self, stream: IO[bytes], source: MailSource) -> Iterator[Message]:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
@@ -468,19 +350,14 @@ class MailReader:
             header = [column.strip().lower() for column in next(rows)]
         except (StopIteration, csv.Error):
             header = []
-        if not _CSV_COLUMNS <= set(header):
-            self._report(
-                "not-mail",
-                Severity.LOW,
-                source,
-                "CSV without the sender, receiver, date, subject, body and label columns",
-                columns=header[:20],
-            )
+        if not _corpora.CSV_COLUMNS <= set(header):
+            expected = ", ".join(sorted(_corpora.CSV_COLUMNS))
+            self._report("not-mail", Severity.LOW, source, f"CSV without columns {expected}")
             return
 
         line = rows.line_num
         while True:
-            position = MailSource(source.path, source.member, line=line + 1)
+            position = source.at(line=line + 1)
             try:
                 row = next(rows)
             except StopIteration:
@@ -490,96 +367,48 @@ class MailReader:
                 row = None
             line = rows.line_num
             if row is not None and len(row) != len(header):
-                self._report(
-                    "malformed-row",
-                    Severity.MEDIUM,
-                    position,
-                    f"row has {len(row)} fields, the header {len(header)}",
-                )
+                found = f"{len(row)} fields, the header has {len(header)}"
+                self._report("malformed-row", Severity.MEDIUM, position, found)
             elif row is not None:
-                message = self._from_row(dict(zip(header, row, strict=True)), position)
-                if message is not None:
+                message = _corpora.csv_message(dict(zip(header, row, strict=True)), position)
+                if message is None:
+                    self._report("empty-message", Severity.LOW, position, "no subject or body")
+                else:
                     yield message
 
-    def _from_row(self, row: dict[str, str], source: MailSource) -> Message | None:
-        body = row.get("body") or ""
-        subject = row.get("subject") or ""
-        if not body.strip() and not subject.strip():
-            self._report("empty-message", Severity.LOW, source, "row without subject or body")
-            return None
-
-        name, address = _mime.parse_address(row.get("sender") or "")
-        date = _mime.parse_date(row.get("date") or "")
-        return Message(
-            source=source,
-            date=date,
-            year=date.year if date else None,
-            from_name=name,
-            from_address=address,
-            subject=_mime.one_line(subject),
-            text=_mime.tidy_text(body),
-            urls=tuple(dict.fromkeys(extract_urls(body))),
-            label=_csv_label(row.get("label") or ""),
-        )
-
     def _from_bytes(
-        self, raw: bytes, name: str, source: MailSource, label: str | None, layout: str | None
+        self, raw: bytes, source: MailSource, label: str | None, layout: str | None
     ) -> Iterator[Message]:
-        text_layout = _text_layout(name, source, layout)
+        where = source.member or source.path
+        text_layout = _corpora.text_layout(where, layout)
         try:
-            if text_layout is not None:
-                yield self._subject_body(raw, name, source, label, text_layout)
-            else:
+            if text_layout is None:
                 yield self._parse_mail(raw, source, label)
+                return
+            message = _corpora.subject_body_message(
+                raw, where, source, label, text_layout, self.max_part_bytes
+            )
+            if message is None:
+                raise _Skip("empty-message", "empty file", Severity.LOW)
+            yield message
         except _Skip as skip:
             self._report(skip.kind, skip.severity, source, skip.message)
-
-    def _subject_body(
-        self, raw: bytes, name: str, source: MailSource, label: str | None, layout: str
-    ) -> Message:
-        if not raw.strip():
-            raise _Skip("empty-message", "empty file")
-        text = _mime.decode_bytes(raw[: self.max_part_bytes], None)[0]
-        first, _, rest = text.partition("\n")
-        subject = ""
-        if first.lower().startswith("subject:"):
-            subject, text = first[len("subject:") :], rest
-
-        urls: list[str] = []
-        html = layout == "nazario-text" and _looks_like_html(text)
-        if html:
-            text, urls = html_to_text(text)
-        text = _mime.tidy_text(text)
-        year = None
-        if enron := _ENRON_NAME.search(name) or _ENRON_NAME.search(source.member or ""):
-            year = int(enron.group(1))
-        return Message(
-            source=source,
-            year=year,
-            subject=_mime.one_line(subject),
-            text=text,
-            html=html,
-            urls=tuple(dict.fromkeys([*urls, *extract_urls(text)])),
-            label=_text_label(source.member or name, layout) or label,
-        )
 
     def _parse_mail(self, raw: bytes, source: MailSource, label: str | None) -> Message:
         raw = _strip_envelope(raw)
         if not raw.strip():
-            raise _Skip("empty-message", "empty message")
+            raise _Skip("empty-message", "empty message", Severity.LOW)
         if b"\x00" in raw[:4096]:
             raise _Skip("not-mail", "binary content, not a mail message")
 
         try:
-            parsed = BytesParser(policy=policy.default).parsebytes(raw)
-            return self._build(parsed, source, label)
+            return self._build(BytesParser(policy=policy.default).parsebytes(raw), source, label)
         except _Skip:
             raise
-        except Exception as exc:  # noqa: BLE001 - fall back to the lenient parser
+        except Exception as exc:  # noqa: BLE001 - retry with the lenient legacy parser
             logger.debug("%s: default policy failed (%r); retrying with compat32", source, exc)
         try:
-            parsed = BytesParser(policy=policy.compat32).parsebytes(raw)
-            return self._build(parsed, source, label)
+            return self._build(BytesParser(policy=policy.compat32).parsebytes(raw), source, label)
         except _Skip:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the corpus
@@ -589,18 +418,23 @@ class MailReader:
         names = {key.lower() for key in parsed.keys()}
         if not names & _MAIL_HEADERS:
             raise _Skip("not-mail", "no mail headers found; not a mail message")
-        subject = _mime.header_value(parsed, "Subject")
+        subject = _headers.header_value(parsed, "Subject")
         if _PSEUDO_MESSAGE in subject:
             raise _Skip("mailbox-pseudo-message", "IMAP folder data, not mail", Severity.INFO)
 
-        from_name, from_address = _mime.parse_address(_mime.header_value(parsed, "From"))
-        reply_to = _mime.parse_address(_mime.header_value(parsed, "Reply-To"))[1]
-        return_path = _mime.parse_address(_mime.header_value(parsed, "Return-Path"))[1]
-        body = _mime.extract_body(parsed, self.max_part_bytes)
-        date = _mime.message_date(parsed)
+        addresses = {
+            name: _headers.parse_address(_headers.header_value(parsed, name, decode=False))
+            for name in ("From", "Reply-To", "Return-Path")
+        }
+        from_name, from_address = addresses["From"]
+        reply_to, return_path = addresses["Reply-To"][1], addresses["Return-Path"][1]
         signals = None
         if names - {"subject"}:
-            signals = _mime.header_signals(parsed, from_name, from_address, reply_to, return_path)
+            signals = _headers.header_signals(
+                parsed, from_name, from_address, reply_to, return_path
+            )
+        date, year = _headers.message_date(parsed)
+        body = _mime.extract_body(parsed, self.max_part_bytes)
 
         findings = [
             self._report(note.kind, note.severity, source, note.message, **note.evidence)
@@ -612,12 +446,11 @@ class MailReader:
             findings.append(
                 self._report("mime-defects", Severity.LOW, source, text, defects=defects)
             )
-        message_id = _mime.header_value(parsed, "Message-ID")
         return Message(
             source=source,
-            message_id=message_id or None,
+            message_id=_headers.header_value(parsed, "Message-ID") or None,
             date=date,
-            year=date.year if date else None,
+            year=year,
             from_name=from_name,
             from_address=from_address,
             reply_to=reply_to,
@@ -642,6 +475,10 @@ def read_messages(
     """Every message under ``path``, detecting what it is; see :meth:`MailReader.read`.
 
     Issues are logged and passed to ``on_issue``; use a :class:`MailReader` to keep them.
+
+    >>> from itertools import islice
+    >>> for message in islice(read_messages("spam.tar.xz"), 3):  # doctest: +SKIP
+    ...     print(message.source, message.label, message.defanged_urls)
     """
     return MailReader(on_issue=on_issue).read(path, label=label)
 
@@ -701,73 +538,23 @@ def parse_message(raw: bytes, *, source: str = "<bytes>", label: str | None = No
     return message
 
 
-def _open_file(path: Path) -> IO[bytes]:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"cannot open mail source: {exc}", path=path) from exc
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(
+            "mail source not found",
+            path=path,
+            fix="name an mbox, .eml, folder, archive or corpus file that exists",
+        )
+    return path
 
 
 def _decompressed(stream: IO[bytes], name: str) -> IO[bytes]:
-    suffix = "." + name.rsplit(".", 1)[-1].lower()
-    if suffix == ".gz":
+    if name.endswith(".gz"):
         return gzip.GzipFile(fileobj=stream, mode="rb")
-    if suffix == ".bz2":
+    if name.endswith(".bz2"):
         return bz2.BZ2File(stream, mode="rb")
-    if suffix == ".xz":
-        return lzma.LZMAFile(stream, mode="rb")
-    return stream
-
-
-def _stem(name: str) -> str:
-    for suffix in (*_TAR_SUFFIXES, *_COMPRESSED, ".mbox", ".eml", ".txt", ".csv"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
-
-
-def _name_label(parts: Iterable[str]) -> str | None:
-    label = None
-    for part in parts:
-        if match := _LABEL_PART.match(part):
-            label = match.group(1).lower()
-    return label
-
-
-def _text_layout(name: str, source: MailSource, layout: str | None) -> str | None:
-    where = source.member or source.path or name
-    if layout in ("enron", "lingspam") and where.lower().endswith(".txt"):
-        return layout
-    if _ENRON_NAME.search(where):
-        return "enron"
-    if _LINGSPAM_NAME.search(where):
-        return "lingspam"
-    if _NAZARIO_TEXT_NAME.search(where):
-        return "nazario-text"
-    return None
-
-
-def _text_label(where: str, layout: str) -> str | None:
-    if layout == "enron" and (match := _ENRON_NAME.search(where)):
-        return match.group(2).lower()
-    if layout == "lingspam":
-        return SPAM if where.rsplit("/", 1)[-1].lower().startswith("spmsg") else HAM
-    if layout == "nazario-text":
-        return PHISHING
-    return None
-
-
-def _csv_label(value: str) -> str | None:
-    value = value.strip().lower()
-    if value in ("1", PHISHING):
-        return PHISHING
-    if value in ("0", HAM, "legitimate"):
-        return HAM
-    return SPAM if value == SPAM else None
-
-
-def _looks_like_html(text: str) -> bool:
-    return re.search(r"<(html|body|div|p|br|table|a\s|font|span|td)\b", text, re.I) is not None
+    return lzma.LZMAFile(stream, mode="rb")
 
 
 def _strip_envelope(raw: bytes) -> bytes:
