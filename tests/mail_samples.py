@@ -79,6 +79,25 @@ Content-Transfer-Encoding: base64
 """.encode()
 
 
+def forwarded(disposition: str) -> bytes:
+    """A report that carries a lure as an attached (or inline) ``message/rfc822`` part."""
+    head = b"""From: user@corp.example
+To: soc@corp.example
+Subject: Fwd: suspicious
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="F"
+
+--F
+Content-Type: text/plain
+
+Is this legit?
+--F
+Content-Type: message/rfc822
+"""
+    disposition_line = f"Content-Disposition: {disposition}; filename=lure.eml\n\n".encode()
+    return head + disposition_line + lure() + b"\n--F--\n"
+
+
 def html_only_alternative() -> bytes:
     """multipart/alternative whose plain part is empty, so the HTML part must be used."""
     return b"""From: news@shop.example
@@ -162,6 +181,30 @@ Content-Type: text/plain
 
 body
 """.encode()
+
+
+def deep_html(levels: int) -> bytes:
+    """An HTML body nested ``levels`` tags deep, the shape of a parser denial of service."""
+    html = b"<div>" * levels + b"deep <b>text</b>" + b"</div>" * levels
+    return b"From: x@deep.example\nSubject: Deep\nContent-Type: text/html\n\n" + html + b"\n"
+
+
+def deep_multipart(levels: int) -> bytes:
+    """Multipart parts nested ``levels`` deep around one text part."""
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level)
+        for level in range(levels)
+    )
+    closing = b"".join(b"\n--b%d--" % level for level in reversed(range(levels)))
+    text = b"Content-Type: text/plain\n\nat the bottom\n"
+    return b"From: x@deep.example\nSubject: Deep\nMIME-Version: 1.0\n" + opening + text + closing
+
+
+def many_parts(count: int) -> bytes:
+    """A multipart message of ``count`` small text parts."""
+    parts = b"".join(b"--P\nContent-Type: text/plain\n\npart %d\n" % n for n in range(count))
+    head = b"From: x@many.example\nSubject: Many\nContent-Type: multipart/mixed; boundary=P\n\n"
+    return head + parts + b"--P--\n"
 
 
 def binary_garbage() -> bytes:

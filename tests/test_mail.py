@@ -7,6 +7,7 @@ import gzip
 import inspect
 import lzma
 import re
+import time
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -148,6 +149,20 @@ def test_bare_domain_in_display_name_is_spoofing() -> None:
     assert signals is not None and signals.display_name_domain == "paypal.com"
 
 
+def test_attached_message_is_measured_not_read_but_inline_is_read() -> None:
+    attached = parse_message(samples.forwarded("attachment"))
+    inline = parse_message(samples.forwarded("inline"))
+
+    assert attached.text == "Is this legit?"
+    assert attached.urls == ()
+    [attachment] = attached.attachments
+    assert (attachment.filename, attachment.content_type) == ("lure.eml", "message/rfc822")
+    assert attachment.size > len(samples.ATTACHMENT_BYTES)
+    assert "confirm your details" in inline.text
+    assert "https://harvest.example/post" in inline.urls
+    assert [a.filename for a in inline.attachments] == ["invoice.pdf"]
+
+
 def test_empty_plain_alternative_falls_back_to_html() -> None:
     message = parse_message(samples.html_only_alternative())
 
@@ -182,11 +197,13 @@ def test_unknown_charset_falls_back_to_utf8_then_latin1() -> None:
     as_utf8 = reader.parse(samples.unknown_charset("café ☕".encode()))
     as_latin1 = reader.parse(samples.unknown_charset("café".encode("latin-1")))
     mislabelled = reader.parse(samples.unknown_charset("café".encode("latin-1"), "utf-8"))
+    one_bad_byte = reader.parse(samples.unknown_charset("naïve ☕".encode() + b"\xff", "utf-8"))
 
     assert as_utf8 is not None and as_utf8.text == "café ☕"
     assert as_latin1 is not None and as_latin1.text == "café"
     assert mislabelled is not None and mislabelled.text == "café"
-    assert kinds(reader) == ["charset-fallback"] * 3
+    assert one_bad_byte is not None and one_bad_byte.text == "naïve ☕\ufffd"
+    assert kinds(reader) == ["charset-fallback"] * 4
     assert reader.issues[0].evidence["charset"] == "x-klingon-7"
 
 
@@ -211,6 +228,28 @@ def test_huge_part_is_truncated_with_a_finding() -> None:
     assert issue.kind == "truncated-part"
     assert issue.evidence["bytes"] > 1_000_000 - 10 and issue.evidence["limit"] == 10_000
     assert message.findings == (issue,)
+
+
+def test_deeply_nested_html_is_read_in_linear_time() -> None:
+    started = time.perf_counter()
+
+    message = parse_message(samples.deep_html(20_000))
+
+    assert message.text == "deep text"
+    assert time.perf_counter() - started < 20
+
+
+def test_mime_nesting_and_part_count_are_bounded() -> None:
+    reader = MailReader()
+
+    shallow = reader.parse(samples.deep_multipart(10))
+    deep = reader.parse(samples.deep_multipart(60))
+    many = reader.parse(samples.many_parts(1_000))
+
+    assert shallow is not None and shallow.text == "at the bottom"
+    assert deep is not None and deep.text == ""
+    assert many is not None and many.text.count("part ") == 499
+    assert {"mime-too-deep", "too-many-parts"} <= set(kinds(reader))
 
 
 def test_header_injection_stays_on_one_line_and_keeps_the_real_sender() -> None:

@@ -29,8 +29,15 @@ def confusion_png(confusion: list[list[int]], classes: list[str], title: str, pa
         for i in range(len(classes)):
             for j in range(len(classes)):
                 if counts[i, j]:
-                    ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=6,
-                            color="white" if shares[i, j] > 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(counts[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if shares[i, j] > 0.6 else "black",
+                    )
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -38,13 +45,31 @@ def confusion_png(confusion: list[list[int]], classes: list[str], title: str, pa
     return path
 
 
-def pr_curve_png(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> Path:
-    """Precision-recall of the attack score (1 - P(benign)) for each named model."""
+def pr_curve_png(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    title: str,
+    path: Path,
+    points: dict[str, tuple[float, float]] | None = None,
+) -> Path:
+    """Precision-recall of the attack score (1 - P(benign)) for each named model.
+
+    ``points`` marks decisions on the curves, as (recall, precision) by name.
+    """
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name, (is_attack, score) in curves.items():
         if 0 < is_attack.sum() < len(is_attack):
             precision, recall, _ = precision_recall_curve(is_attack, score)
             ax.plot(recall, precision, label=name, linewidth=1.5)
+    for name, (recall, precision) in (points or {}).items():
+        ax.plot(
+            [recall],
+            [precision],
+            marker="o",
+            markersize=7,
+            linestyle="none",
+            label=name,
+            color="crimson",
+        )
     ax.set_xlabel("recall of attacks")
     ax.set_ylabel("precision of alerts")
     ax.set_xlim(0, 1.01)

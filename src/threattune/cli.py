@@ -25,12 +25,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="The dataset catalog: list, verify and inspect datasets.",
-                       no_args_is_help=True)
-attack_app = typer.Typer(help="MITRE ATT&CK: class-to-technique mappings and their coverage.",
-                         no_args_is_help=True)
-models_app = typer.Typer(help="Registered model versions and their aliases in MLflow.",
-                         no_args_is_help=True)
+data_app = typer.Typer(
+    help="The dataset catalog: list, verify and inspect datasets.", no_args_is_help=True
+)
+attack_app = typer.Typer(
+    help="MITRE ATT&CK: class-to-technique mappings and their coverage.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="Registered model versions and their aliases in MLflow.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(attack_app, name="attack")
 app.add_typer(models_app, name="models")
@@ -46,9 +49,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -77,8 +86,10 @@ def data_list(
     typer.echo(f"datasets under {root} (THREATTUNE_DATA)\n")
     typer.echo(f"{'dataset':42} {'status':18} {'files':>5}  licence")
     for status in statuses:
-        typer.echo(f"{status.dataset.name:42} {status.status:18} {len(status.files):>5}  "
-                   f"{status.dataset.licence[:60]}")
+        typer.echo(
+            f"{status.dataset.name:42} {status.status:18} {len(status.files):>5}  "
+            f"{status.dataset.licence[:60]}"
+        )
 
 
 @data_app.command("verify")
@@ -104,10 +115,12 @@ def data_inspect(
     from threattune.sources.flows import load_labelled_table
 
     table = load_labelled_table(path, label_column=label_column)
-    typer.echo(f"{len(table):,} flows, {len(table.feature_types)} features, "
-               f"{len(table.classes)} classes\n")
-    typer.echo("classes: " + ", ".join(f"{c} ({n:,})" for c, n in
-                                       table.labels.value_counts().items()))
+    typer.echo(
+        f"{len(table):,} flows, {len(table.feature_types)} features, {len(table.classes)} classes\n"
+    )
+    typer.echo(
+        "classes: " + ", ".join(f"{c} ({n:,})" for c, n in table.labels.value_counts().items())
+    )
     typer.echo("\nfeature                                   type")
     for column, kind in table.feature_types.items():
         typer.echo(f"{column[:40]:41} {kind}")
@@ -123,8 +136,10 @@ def data_inspect(
 
 @attack_app.command("show")
 def attack_show(
-    mapping: Annotated[str, typer.Argument(help="A built-in mapping (nsl-kdd, cicids2017, "
-                                                "phishing) or a YAML file.")] = "nsl-kdd",
+    mapping: Annotated[
+        str,
+        typer.Argument(help="A built-in mapping (nsl-kdd, cicids2017, phishing) or a YAML file."),
+    ] = "nsl-kdd",
 ) -> None:
     """Print each class with its ATT&CK techniques and tactics."""
     attack = _mapping(mapping)
@@ -155,23 +170,41 @@ def _mapping(reference: str):  # noqa: ANN202 - AttackMapping, imported lazily
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Argument(help="A built-in task (nsl-kdd, cicids2017), a YAML "
-                                             "task file, or a labelled CSV/Parquet file.")],
-    label_column: Annotated[str | None, typer.Option(
-        help="With a CSV/Parquet file: the column that holds each flow's class.")] = None,
-    benign_class: Annotated[str | None, typer.Option(
-        help="With a CSV/Parquet file: the label of benign flows.")] = None,
-    output: Annotated[Path | None, typer.Option(
-        help="Folder for the model and report [default: runs/TASK-TIMESTAMP].")] = None,
+    task: Annotated[
+        str,
+        typer.Argument(
+            help="A built-in task (nsl-kdd, cicids2017), a YAML "
+            "task file, or a labelled CSV/Parquet file."
+        ),
+    ],
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="With a CSV/Parquet file: the column that holds each flow's class."),
+    ] = None,
+    benign_class: Annotated[
+        str | None, typer.Option(help="With a CSV/Parquet file: the label of benign flows.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the model and report [default: runs/TASK-TIMESTAMP]."),
+    ] = None,
     register: Annotated[bool, typer.Option(help="Register the model in MLflow.")] = True,
-    alias: Annotated[str | None, typer.Option(
-        help="Registry alias to point at the new version [default: champion, when no "
-             "version has it yet].")] = None,
+    alias: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry alias to point at the new version [default: champion, when no "
+            "version has it yet]."
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits and fitting.")] = None,
-    goal: Annotated[str | None, typer.Option(
-        help="Operating goal met on the validation split: fpr<=0.01, precision>=0.99, "
-             "alerts<=200/day@5000000, or none for the most probable class "
-             "[default: the task's, fpr<=0.01].")] = None,
+    goal: Annotated[
+        str | None,
+        typer.Option(
+            help="Operating goal met on the validation split: fpr<=0.01, precision>=0.99, "
+            "alerts<=200/day@5000000, or none for the most probable class "
+            "[default: the task's, fpr<=0.01]."
+        ),
+    ] = None,
 ) -> None:
     """Train boosted trees and a scikit-learn baseline, evaluate, track and register them."""
     from dataclasses import replace
@@ -181,10 +214,14 @@ def train(
     path = Path(task)
     if path.suffix.lower() in {".csv", ".parquet", ".pq", ".tsv"}:
         if label_column is None:
-            raise ThreatTuneError("a CSV or Parquet task needs --label-column", field="--label-column",
-                                  fix=f"threattune train {task} --label-column NAME")
-        flow_task = tasks.task_from_table(path, label_column=label_column,
-                                          benign_class=benign_class)
+            raise ThreatTuneError(
+                "a CSV or Parquet task needs --label-column",
+                field="--label-column",
+                fix=f"threattune train {task} --label-column NAME",
+            )
+        flow_task = tasks.task_from_table(
+            path, label_column=label_column, benign_class=benign_class
+        )
     else:
         flow_task = tasks.load_task(task)
     if seed is not None:
@@ -194,8 +231,9 @@ def train(
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     output = output or Path("runs") / f"{flow_task.name}-{stamp}"
 
-    typer.echo(f"training {flow_task.name}: {flow_task.description or flow_task.train[0]}",
-               err=True)
+    typer.echo(
+        f"training {flow_task.name}: {flow_task.description or flow_task.train[0]}", err=True
+    )
     result = training.train(flow_task, output_dir=output, register=register, alias=alias)
 
     from threattune.report import summary_table
@@ -219,22 +257,28 @@ def train(
 
 @app.command()
 def evaluate(
-    files: Annotated[list[Path], typer.Argument(help="Labelled flow files, read as the model "
-                                                     "was trained (NSL-KDD, CICFlowMeter, table).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Labelled flow files, read as the model "
+            "was trained (NSL-KDD, CICFlowMeter, table)."
+        ),
+    ],
     model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
-    name: Annotated[str | None, typer.Option(help="Name of this labelled set in the report.")] = None,
-    output: Annotated[Path, typer.Option(help="Folder for report.md, report.json and PNGs.")] = Path(
-        "report"),
+    name: Annotated[
+        str | None, typer.Option(help="Name of this labelled set in the report.")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="Folder for report.md, report.json and PNGs.")
+    ] = Path("report"),
 ) -> None:
     """Evaluate a model and its baseline on labelled flows and write a report."""
-    import numpy as np
-
     from threattune import tracking
-    from threattune.evaluation import class_codes, evaluate as measure, labelled_flows
-    from threattune.flow_model import FlowModel
+    from threattune.evaluation import class_codes, labelled_flows
+    from threattune.evaluation import evaluate as measure
     from threattune.report import EvaluationReport, summary_table
 
-    flow_model = FlowModel.load(tracking.resolve_model(model))
+    flow_model = tracking.open_model(model)
     features, labels, source = labelled_flows(flow_model, list(files))
     codes = class_codes(labels, flow_model.classes, source=source)
     dataset = name or ", ".join(p.name for p in files)
@@ -251,15 +295,22 @@ def evaluate(
         if flow_model.operating_point is not None:
             decided = flow_model.decide(proba).classes
             predicted = class_codes(decided, flow_model.classes, source=source)
-        result = measure(codes, proba, flow_model.classes, flow_model.benign_class,
-                         dataset=dataset, model=model_name, predicted=predicted,
-                         techniques=flow_model.technique_labels())
-        report.add(result, codes != flow_model.benign_index,
-                   1.0 - proba[:, flow_model.benign_index])
+        result = measure(
+            codes,
+            proba,
+            flow_model.classes,
+            flow_model.benign_class,
+            dataset=dataset,
+            model=model_name,
+            predicted=predicted,
+            techniques=flow_model.technique_labels(),
+        )
+        report.add(
+            result, codes != flow_model.benign_index, 1.0 - proba[:, flow_model.benign_index]
+        )
     path = report.write(output)
     typer.echo(summary_table(report.evaluations))
     typer.echo(f"\nreport: {path}")
-    del np
 
 
 # ----------------------------------------------------------------------------- score
@@ -267,30 +318,83 @@ def evaluate(
 
 @app.command()
 def score(
-    input_file: Annotated[Path, typer.Argument(metavar="INPUT",
-                                               help="Unlabelled flows: CSV or Parquet.")],
+    input_file: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Unlabelled flows: CSV or Parquet.")
+    ],
     model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
     output: Annotated[Path, typer.Option(help="Scores: .csv, .jsonl or .parquet.")],
     batch_rows: Annotated[int, typer.Option(help="Flows per batch; memory grows with it.")] = 65536,
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter.")] = ",",
-    ignore_extra_columns: Annotated[bool, typer.Option(
-        help="Carry columns that are not features through to the output.")] = False,
+    ignore_extra_columns: Annotated[
+        bool, typer.Option(help="Carry columns that are not features through to the output.")
+    ] = False,
 ) -> None:
     """Score flows in batches: class, score, attack score, alert and ATT&CK techniques per row."""
     from threattune import tracking
-    from threattune.flow_model import FlowModel
     from threattune.scoring import score_file
 
-    flow_model = FlowModel.load(tracking.resolve_model(model), with_baseline=False)
-    summary = score_file(flow_model, input_file, output, batch_rows=batch_rows,
-                         delimiter=delimiter, allow_extra=ignore_extra_columns,
-                         progress=sys.stderr.isatty())
-    typer.echo(f"scored {summary.rows:,} flows in {summary.seconds:.1f} s "
-               f"({summary.flows_per_second:,.0f} flows/s): {summary.alerts:,} alerts")
+    flow_model = tracking.open_model(model, with_baseline=False)
+    summary = score_file(
+        flow_model,
+        input_file,
+        output,
+        batch_rows=batch_rows,
+        delimiter=delimiter,
+        allow_extra=ignore_extra_columns,
+        progress=sys.stderr.isatty(),
+    )
+    typer.echo(
+        f"scored {summary.rows:,} flows in {summary.seconds:.1f} s "
+        f"({summary.flows_per_second:,.0f} flows/s): {summary.alerts:,} alerts"
+    )
     for cls, count in summary.by_class.items():
         typer.echo(f"  {cls:28} {count:>10,}")
     _print_findings(summary.findings, minimum="low")
     typer.echo(f"output: {output}")
+
+
+# ----------------------------------------------------------------------------- threshold
+
+
+@app.command()
+def threshold(
+    model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
+    goal: Annotated[
+        str,
+        typer.Option(
+            help="fpr<=0.01 (benign false-positive rate), precision>=0.99, or "
+            "alerts<=200/day@5000000 (alert budget at an event rate)."
+        ),
+    ],
+    prior: Annotated[
+        float | None,
+        typer.Option(help="Expected share of attacks in production, to re-weight precision."),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="Folder for the PR curve PNG and JSON.")] = Path(
+        "operating-point"
+    ),
+    store: Annotated[
+        bool, typer.Option(help="Store the point with the model (folder manifest or registry tag).")
+    ] = True,
+) -> None:
+    """Choose the alert threshold for a goal on the model's validation split; no retraining."""
+    from threattune.tuning import choose_operating_point
+
+    result = choose_operating_point(model, goal, output=output, prior=prior, store=store)
+    point = result.point
+    state = "met" if point.achievable else "NOT met: closest point shown"
+    typer.echo(f"goal {point.goal}: {state}")
+    typer.echo(f"threshold on 1 - P(benign): {point.threshold:.6g}")
+    typer.echo(
+        f"validation precision {point.precision:.4f} "
+        f"[{point.precision_ci[0]:.4f}, {point.precision_ci[1]:.4f}], recall "
+        f"{point.recall:.4f} [{point.recall_ci[0]:.4f}, {point.recall_ci[1]:.4f}], "
+        f"benign FPR {point.fpr:.4%} [{point.fpr_ci[0]:.4%}, {point.fpr_ci[1]:.4%}]"
+    )
+    typer.echo(f"stored in: {result.stored_in}")
+    typer.echo(f"curve:     {result.figure}")
+    if not point.achievable:
+        raise typer.Exit(1)
 
 
 # ----------------------------------------------------------------------------- models
@@ -331,9 +435,8 @@ def models_show(
 ) -> None:
     """Show a model's classes, techniques, settings and input columns."""
     from threattune import tracking
-    from threattune.flow_model import FlowModel
 
-    flow_model = FlowModel.load(tracking.resolve_model(model), with_baseline=False)
+    flow_model = tracking.open_model(model, with_baseline=False)
     manifest = flow_model.manifest
     typer.echo(f"task:      {manifest.get('task')}  (trained {manifest.get('trained_at')})")
     typer.echo(f"settings:  {manifest.get('settings')} rounds={manifest.get('rounds')}")
@@ -355,7 +458,9 @@ def _print_findings(findings: list, *, minimum: str = "low") -> None:
     if shown:
         typer.echo("\nfindings:")
         for finding in shown:
-            typer.echo(f"  [{finding.severity}] {finding.kind} {finding.subject}: {finding.message}")
+            typer.echo(
+                f"  [{finding.severity}] {finding.kind} {finding.subject}: {finding.message}"
+            )
 
 
 def main() -> None:

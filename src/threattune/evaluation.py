@@ -70,8 +70,9 @@ class Evaluation:
 def class_codes(labels: np.ndarray, classes: list[str], *, source: str) -> np.ndarray:
     """Position of each label in ``classes``; an unknown label is a :class:`DataError`."""
     lookup = {c: i for i, c in enumerate(classes)}
-    codes = np.fromiter((lookup.get(label, -1) for label in labels), dtype=np.int64,
-                        count=len(labels))
+    codes = np.fromiter(
+        (lookup.get(label, -1) for label in labels), dtype=np.int64, count=len(labels)
+    )
     if (codes < 0).any():
         row = int(np.flatnonzero(codes < 0)[0])
         unknown = sorted({str(label) for label in np.asarray(labels)[codes < 0]})

@@ -93,8 +93,9 @@ class Fingerprint:
             missing = float(values.isna().mean())
             if kind == "categorical":
                 vocabulary = tuple(sorted(values.dropna().astype(str).unique()))
-                profiles.append(ColumnProfile(column, kind, missing_fraction=missing,
-                                              vocabulary=vocabulary))
+                profiles.append(
+                    ColumnProfile(column, kind, missing_fraction=missing, vocabulary=vocabulary)
+                )
                 continue
             finite = values.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = finite[np.isfinite(finite)]
@@ -142,7 +143,9 @@ class Fingerprint:
         present = set(columns)
         missing = [c for c in self.names if c not in present]
         if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            shown = ", ".join(missing[:10]) + (
+                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
             raise SchemaMismatch(
                 f"{len(missing)} of the model's {len(self.names)} feature columns are missing",
                 path=path,
@@ -174,9 +177,9 @@ class Fingerprint:
             if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
                 continue
             converted = pd.to_numeric(
-                values.astype(str).str.strip().str.replace(
-                    r"(?i)^(-?)inf(inity)?$", r"\1inf", regex=True
-                ),
+                values.astype(str)
+                .str.strip()
+                .str.replace(r"(?i)^(-?)inf(inity)?$", r"\1inf", regex=True),
                 errors="coerce",
             )
             bad = converted.isna() & values.notna() & (values.astype(str).str.strip() != "")
@@ -252,7 +255,10 @@ class InputCheck:
             found.append(
                 Finding(
                     "unseen-category",
-                    Severity.HIGH if share > 0.05 else Severity.MEDIUM if share > 0.001
+                    Severity.HIGH
+                    if share > 0.05
+                    else Severity.MEDIUM
+                    if share > 0.001
                     else Severity.LOW,
                     column,
                     f"{total} values ({share:.2%}) never seen in training; the model treats "

@@ -8,6 +8,8 @@ A flow model is a folder that holds everything scoring needs and nothing that ne
     attack_mapping.json  class -> ATT&CK techniques, as the model was trained with
     trees.json           XGBoost model
     baseline.skops       the scikit-learn baseline
+    validation_scores.parquet   the validation split's classes and probabilities, so that the
+                         operating point can be chosen again without retraining
 
 The same folder is the artifact behind the MLflow pyfunc model, so a registry version and a
 local folder score identically.
@@ -33,11 +35,18 @@ from threattune.preprocessing import FlowEncoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "FlowModel", "Decisions"]
+__all__ = ["FORMAT_VERSION", "VALIDATION_SCORES", "Decisions", "FlowModel"]
 
 FORMAT_VERSION = 1
-_FILES = ("manifest.json", "preprocessing.json", "fingerprint.json", "attack_mapping.json",
-          "trees.json", "baseline.skops")
+VALIDATION_SCORES = "validation_scores.parquet"
+_FILES = (
+    "manifest.json",
+    "preprocessing.json",
+    "fingerprint.json",
+    "attack_mapping.json",
+    "trees.json",
+    "baseline.skops",
+)
 
 
 @dataclass
@@ -67,6 +76,7 @@ class FlowModel:
     benign_class: str
     attack_mapping: dict[str, list[dict[str, Any]]]
     manifest: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
 
     @property
     def benign_index(self) -> int:
@@ -119,9 +129,19 @@ class FlowModel:
 
     def technique_labels(self) -> dict[str, str]:
         """Per class, its technique IDs joined by ';' (empty for benign traffic)."""
-        return {
-            c: ";".join(t["id"] for t in self.attack_mapping.get(c, [])) for c in self.classes
-        }
+        return {c: ";".join(t["id"] for t in self.attack_mapping.get(c, [])) for c in self.classes}
+
+    def validation_scores(self) -> tuple[np.ndarray, np.ndarray]:
+        """The validation split's true classes and class probabilities, stored at training."""
+        path = Path(self.folder or ".") / VALIDATION_SCORES
+        if not path.is_file():
+            raise ModelError(
+                "the model holds no validation scores",
+                path=path,
+                fix="retrain the model with this version of threattune",
+            )
+        scores = pd.read_parquet(path)
+        return scores["class"].to_numpy(), scores[[f"p:{c}" for c in self.classes]].to_numpy()
 
     def save(self, folder: Path) -> Path:
         """Write the model to ``folder`` (created; existing model files are replaced)."""
@@ -133,8 +153,9 @@ class FlowModel:
             "threattune_version": __version__,
             "classes": self.classes,
             "benign_class": self.benign_class,
-            "categorical_positions": [self.encoder.columns.index(c)
-                                      for c in self.encoder.categorical],
+            "categorical_positions": [
+                self.encoder.columns.index(c) for c in self.encoder.categorical
+            ],
         }
         _write_json(folder / "manifest.json", manifest)
         _write_json(folder / "preprocessing.json", self.encoder.to_dict())
@@ -144,6 +165,7 @@ class FlowModel:
         if self.baseline is not None:
             self.baseline.save(folder / "baseline.skops")
         self.manifest = manifest
+        self.folder = folder
         return folder
 
     @classmethod
@@ -184,6 +206,7 @@ class FlowModel:
             benign_class=manifest["benign_class"],
             attack_mapping=_read_json(folder / "attack_mapping.json"),
             manifest=manifest,
+            folder=folder,
         )
 
 
@@ -197,8 +220,11 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ModelError("a model file is missing", path=path,
-                         fix="the model folder is incomplete; copy it again or retrain") from exc
+        raise ModelError(
+            "a model file is missing",
+            path=path,
+            fix="the model folder is incomplete; copy it again or retrain",
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ModelError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
 

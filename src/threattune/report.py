@@ -39,6 +39,8 @@ class EvaluationReport:
     findings: list[Finding] = field(default_factory=list)
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def add(self, evaluation: Evaluation, is_attack: np.ndarray, attack_score: np.ndarray) -> None:
         """Add one evaluation and the attack scores behind its PR curve."""
@@ -66,13 +68,21 @@ class EvaluationReport:
                 continue
             slug = _slug(evaluation.dataset)
             confusion = _plots.confusion_png(
-                evaluation.confusion, evaluation.classes,
-                f"{evaluation.dataset}: confusion matrix", folder / f"confusion-{slug}.png",
+                evaluation.confusion,
+                evaluation.classes,
+                f"{evaluation.dataset}: confusion matrix",
+                folder / f"confusion-{slug}.png",
             )
+            curves = self.curves.get(evaluation.dataset, {})
             curve = _plots.pr_curve_png(
-                self.curves.get(evaluation.dataset, {}),
+                {name: c for name, c in curves.items() if "@" not in name},
                 f"{evaluation.dataset}: precision-recall of the attack score",
                 folder / f"pr-curve-{slug}.png",
+                points={
+                    e.model: _alert_point(e)
+                    for e in self.evaluations
+                    if e.dataset == evaluation.dataset and "@" in e.model
+                },
             )
             figures[evaluation.dataset] = [confusion.name, curve.name]
 
@@ -83,6 +93,8 @@ class EvaluationReport:
             "findings": [f.to_dict() for f in self.findings],
             "figures": figures,
             "notes": self.notes,
+            "sections": self.sections,
+            **self.extra,
         }
         (folder / "report.json").write_text(json.dumps(document, indent=2, default=str))
         markdown = folder / "report.md"
@@ -97,14 +109,20 @@ class EvaluationReport:
         lines += ["", "## Summary", "", summary_table(self.evaluations), ""]
         for note in self.notes:
             lines += [f"> {note}", ""]
+        for section in self.sections:
+            lines += [section, ""]
 
         for dataset in dict.fromkeys(e.dataset for e in self.evaluations):
             model = self.primary(dataset)
             baseline = self.find(dataset, "baseline")
             if model is None:
                 continue
-            lines += [f"## {dataset}", "", f"{model.n_flows:,} flows; per class: {model.model}.",
-                      ""]
+            lines += [
+                f"## {dataset}",
+                "",
+                f"{model.n_flows:,} flows; per class: {model.model}.",
+                "",
+            ]
             lines += [
                 "| class | ATT&CK | precision | recall | F1 | support | baseline P | baseline R "
                 "| baseline F1 |",
@@ -122,8 +140,12 @@ class EvaluationReport:
                 lines += [f"![{name}]({name})", ""]
 
         if self.findings:
-            lines += ["## Data findings", "", "| severity | kind | subject | finding |",
-                      "|---|---|---|---|"]
+            lines += [
+                "## Data findings",
+                "",
+                "| severity | kind | subject | finding |",
+                "|---|---|---|---|",
+            ]
             for finding in sorted(self.findings, key=lambda f: f.severity, reverse=True):
                 lines.append(
                     f"| {finding.severity} | {finding.kind} | {finding.subject} | "
@@ -144,6 +166,18 @@ def summary_table(evaluations: list[Evaluation]) -> str:
         for e in evaluations
     ]
     return "\n".join([header, rule, *rows])
+
+
+def _alert_point(evaluation: Evaluation) -> tuple[float, float]:
+    """(recall, precision) of any-attack alerts, from the evaluation's confusion matrix."""
+    counts = np.asarray(evaluation.confusion)
+    benign = evaluation.classes.index(evaluation.benign_class)
+    attack_rows = np.arange(len(counts)) != benign
+    flagged = counts[:, attack_rows].sum(axis=1)
+    true_alerts = flagged[attack_rows].sum()
+    alerts = flagged.sum()
+    recall = true_alerts / max(counts[attack_rows].sum(), 1)
+    return float(recall), float(true_alerts / alerts) if alerts else 1.0
 
 
 def _percent(value: float) -> str:

@@ -26,8 +26,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from threattune.errors import ConfigError, DataError
-from threattune.fingerprint import InputCheck
 from threattune.findings import Finding
+from threattune.fingerprint import InputCheck
 from threattune.flow_model import FlowModel
 from threattune.sources import _tables
 from threattune.sources.flows import NSL_KDD_COLUMNS, NSL_KDD_FEATURES
@@ -36,8 +36,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["OUTPUT_FORMATS", "ScoringSummary", "iter_input", "score_file", "score_frame"]
 
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
-                  ".ndjson": "jsonl", ".json": "jsonl"}
+OUTPUT_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 SCORE_COLUMNS = ("class", "score", "attack_score", "alert", "techniques")
 
 
@@ -111,7 +117,10 @@ def iter_input(
         _tables.check_readable(path)
         first = next(csv.reader([_tables.first_line(path)], delimiter=delimiter))
         if first[0].strip() != NSL_KDD_FEATURES[0]:
-            widths = {len(NSL_KDD_FEATURES): NSL_KDD_FEATURES, len(NSL_KDD_COLUMNS): NSL_KDD_COLUMNS}
+            widths = {
+                len(NSL_KDD_FEATURES): NSL_KDD_FEATURES,
+                len(NSL_KDD_COLUMNS): NSL_KDD_COLUMNS,
+            }
             if len(first) not in widths:
                 raise DataError(
                     "not an NSL-KDD file",
@@ -176,8 +185,9 @@ def score_file(
                 passthrough = model.fingerprint.check_columns(
                     batch.columns, path=input_path, allow_extra=allow_extra
                 )
-            scored = score_frame(model, batch, path=str(input_path), first_line=first_line,
-                                 passthrough=passthrough)
+            scored = score_frame(
+                model, batch, path=str(input_path), first_line=first_line, passthrough=passthrough
+            )
             check.observe(batch)
             writer.write(scored)
             summary.rows += len(scored)
@@ -198,8 +208,13 @@ def score_file(
     summary.seconds = time.perf_counter() - started
     summary.by_class = dict(counts.most_common())
     summary.findings = check.findings()
-    logger.info("scored %d flows in %.1f s (%.0f flows/s), %d alerts", summary.rows,
-                summary.seconds, summary.flows_per_second, summary.alerts)
+    logger.info(
+        "scored %d flows in %.1f s (%.0f flows/s), %d alerts",
+        summary.rows,
+        summary.seconds,
+        summary.flows_per_second,
+        summary.alerts,
+    )
     return summary
 
 
@@ -232,8 +247,9 @@ class _Writer:
                 if self.kind == "csv"
                 else pq.ParquetWriter(str(self.path), table.schema)
             )
-        self._writer.write_table(table.cast(self._writer.schema)
-                                 if self.kind == "parquet" else table)
+        self._writer.write_table(
+            table.cast(self._writer.schema) if self.kind == "parquet" else table
+        )
 
     def close(self) -> None:
         if self._writer is not None:

@@ -9,6 +9,7 @@ folder (:mod:`threattune.flow_model`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -85,8 +86,9 @@ def start_run(experiment: str, run_name: str, tags: dict[str, str] | None = None
             found=tracking_uri(),
             fix="check the tracking URI and that the store is reachable and writable",
         ) from exc
-    with mlflow.start_run(run_name=run_name, tags={"threattune.version": __version__,
-                                                   **(tags or {})}) as run:
+    with mlflow.start_run(
+        run_name=run_name, tags={"threattune.version": __version__, **(tags or {})}
+    ) as run:
         yield run.info.run_id
 
 
@@ -147,8 +149,9 @@ def log_flow_model(
         return None
     version = str(info.registered_model_version)
     logger.info("registered %s version %s", registered_name, version)
-    return RegisteredVersion(registered_name, version, info.run_id,
-                             f"models:/{registered_name}/{version}")
+    return RegisteredVersion(
+        registered_name, version, info.run_id, f"models:/{registered_name}/{version}"
+    )
 
 
 def _requirements() -> list[str]:
@@ -187,12 +190,67 @@ def list_versions(name: str | None = None) -> list[dict[str, Any]]:
     versions = client.search_model_versions(query)
     rows = []
     for v in versions:
-        rows.append({
-            "name": v.name, "version": v.version, "run_id": v.run_id,
-            "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(),
-            "aliases": ",".join(getattr(v, "aliases", []) or []),
-        })
+        rows.append(
+            {
+                "name": v.name,
+                "version": v.version,
+                "run_id": v.run_id,
+                "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(),
+                "aliases": ",".join(getattr(v, "aliases", []) or []),
+            }
+        )
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))
+
+
+OPERATING_POINT_TAG = "threattune.operating_point"
+
+
+def open_model(reference: str | Path, *, with_baseline: bool = True) -> Any:
+    """Load a :class:`~threattune.flow_model.FlowModel` from a folder or an MLflow URI.
+
+    For a registry version, an operating point stored later as the version's tag (by
+    ``threattune threshold``) overrides the one the model was trained with.
+    """
+    from threattune.flow_model import FlowModel
+
+    model = FlowModel.load(resolve_model(reference), with_baseline=with_baseline)
+    text = str(reference)
+    if text.startswith("models:/"):
+        version = _registry_version(text)
+        if version is not None and OPERATING_POINT_TAG in version.tags:
+            model.manifest["operating_point"] = json.loads(version.tags[OPERATING_POINT_TAG])
+            model.manifest["registry_version"] = f"{version.name}/{version.version}"
+    return model
+
+
+def _registry_version(uri: str) -> Any:
+    """The registry entry behind ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
+    client = _mlflow().MlflowClient()
+    body = uri.removeprefix("models:/")
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, version = body.partition("/")
+        return client.get_model_version(name, version) if version.isdigit() else None
+    except Exception:  # noqa: BLE001 - resolve_model already reported a missing model
+        return None
+
+
+def store_operating_point(uri: str, point: dict[str, Any]) -> str:
+    """Store an operating point as the tag of a registry version; returns NAME/VERSION."""
+    version = _registry_version(uri)
+    if version is None:
+        raise TrackingError(
+            "no registry version behind the URI",
+            field="--model",
+            found=uri,
+            fix="use models:/NAME/VERSION or models:/NAME@ALIAS",
+        )
+    _mlflow().MlflowClient().set_model_version_tag(
+        version.name, version.version, OPERATING_POINT_TAG, json.dumps(point)
+    )
+    return f"{version.name}/{version.version}"
 
 
 def resolve_model(reference: str | Path) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
@@ -28,7 +29,7 @@ from threattune import tracking
 from threattune.attack import AttackMapping
 from threattune.evaluation import Evaluation, class_codes, evaluate
 from threattune.fingerprint import Fingerprint
-from threattune.flow_model import FlowModel
+from threattune.flow_model import VALIDATION_SCORES, FlowModel
 from threattune.models.baseline import Baseline
 from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
 from threattune.operating_point import OperatingPoint, choose_threshold
@@ -82,7 +83,9 @@ class TrainingResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions of a training and a validation split with the class mix of ``labels``.
 
     Each class gives ``fraction`` of its flows (at least one when it has two or more) to
@@ -103,8 +106,10 @@ def settings_grid(overrides: dict[str, Any]) -> list[BoostedTreesSettings]:
     grid = {**DEFAULT_GRID, **{k: v if isinstance(v, list) else [v] for k, v in overrides.items()}}
     keys = sorted(grid)
     base = BoostedTreesSettings()
-    return [base.with_overrides(dict(zip(keys, values, strict=True)))
-            for values in itertools.product(*(grid[k] for k in keys))]
+    return [
+        base.with_overrides(dict(zip(keys, values, strict=True)))
+        for values in itertools.product(*(grid[k] for k in keys))
+    ]
 
 
 def choose_settings(
@@ -125,8 +130,15 @@ def choose_settings(
         candidate = Candidate(
             settings=settings,
             rounds=trees.best_rounds or 0,
-            validation_macro_f1=float(f1_score(y_valid, predicted, average="macro",
-                                               labels=np.unique(y_valid), zero_division=0.0)),
+            validation_macro_f1=float(
+                f1_score(
+                    y_valid,
+                    predicted,
+                    average="macro",
+                    labels=np.unique(y_valid),
+                    zero_division=0.0,
+                )
+            ),
             validation_loss=trees.best_score or float("nan"),
             seconds=time.perf_counter() - started,
         )
@@ -151,20 +163,34 @@ def _mapping_for(task: FlowTask, classes: list[str]) -> tuple[AttackMapping | No
 
 
 def _fit_once(
-    table: FlowTable, task: FlowTask, classes: list[str], seed: int
+    table: FlowTable,
+    task: FlowTask,
+    classes: list[str],
+    seed: int,
+    timings: dict[str, float] | None = None,
 ) -> tuple[FlowEncoder, BoostedTrees, Baseline, Candidate, list[Candidate], np.ndarray, np.ndarray]:
     """Split, encode, choose settings and fit the trees and the baseline."""
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
     codes = class_codes(table.labels.to_numpy(), classes, source=table.source)
     train_rows, valid_rows = stratified_split(codes, task.validation_fraction, seed)
     encoder = FlowEncoder.fit(table.features.iloc[train_rows], table.feature_types)
     x = encoder.transform(table.features)
     trees, chosen, candidates = choose_settings(
-        x[train_rows], codes[train_rows], x[valid_rows], codes[valid_rows],
-        len(classes), settings_grid(task.model), seed,
+        x[train_rows],
+        codes[train_rows],
+        x[valid_rows],
+        codes[valid_rows],
+        len(classes),
+        settings_grid(task.model),
+        seed,
     )
+    timings["fit_trees"] = time.perf_counter() - started
+    started = time.perf_counter()
     baseline = Baseline(
         [encoder.columns.index(c) for c in encoder.categorical], len(encoder.columns)
     ).fit(x[train_rows], codes[train_rows], seed=seed)
+    timings["fit_baseline"] = time.perf_counter() - started
     return encoder, trees, baseline, chosen, candidates, train_rows, valid_rows
 
 
@@ -178,16 +204,34 @@ def _choose_operating_point(
     proba = model.predict_proba(validation.features)
     point = choose_threshold(codes != model.benign_index, 1.0 - proba[:, model.benign_index], goal)
     if not point.achievable:
-        logger.warning("operating goal %s cannot be met on the validation split; using the "
-                       "closest point, threshold %.4g", goal, point.threshold)
+        logger.warning(
+            "operating goal %s cannot be met on the validation split; using the "
+            "closest point, threshold %.4g",
+            goal,
+            point.threshold,
+        )
     return point
+
+
+def _save_validation_scores(model: FlowModel, validation: FlowTable, folder: Path) -> None:
+    """Keep the validation split's classes and probabilities with the model.
+
+    The operating point can then be chosen again later (``threattune threshold``) without the
+    training data and without retraining.
+    """
+    proba = model.predict_proba(validation.features)
+    scores = pd.DataFrame(proba, columns=[f"p:{c}" for c in model.classes])
+    scores.insert(0, "class", validation.labels.to_numpy())
+    scores.to_parquet(folder / VALIDATION_SCORES, index=False)
 
 
 def _describe_point(point: OperatingPoint | None) -> str:
     if point is None:
         return "none: the most probable class decides"
-    return (f"alert when 1 - P(benign) >= {point.threshold:.4g}, chosen on the validation "
-            f"split for {point.goal} (validation FPR {point.fpr:.2%}, recall {point.recall:.2%})")
+    return (
+        f"alert when 1 - P(benign) >= {point.threshold:.4g}, chosen on the validation "
+        f"split for {point.goal} (validation FPR {point.fpr:.2%}, recall {point.recall:.2%})"
+    )
 
 
 def _evaluate_both(
@@ -207,17 +251,26 @@ def _evaluate_both(
     runs.append(("baseline", model.baseline_proba(table.features), None))
     out = []
     for name, probabilities, predicted in runs:
-        evaluation = evaluate(codes, probabilities, model.classes, model.benign_class,
-                              dataset=dataset, model=name, predicted=predicted,
-                              techniques=techniques)
-        report.add(evaluation, codes != model.benign_index,
-                   1.0 - probabilities[:, model.benign_index])
+        evaluation = evaluate(
+            codes,
+            probabilities,
+            model.classes,
+            model.benign_class,
+            dataset=dataset,
+            model=name,
+            predicted=predicted,
+            techniques=techniques,
+        )
+        report.add(
+            evaluation, codes != model.benign_index, 1.0 - probabilities[:, model.benign_index]
+        )
         out.append(evaluation)
     return out
 
 
-def cross_validate(table: FlowTable, task: FlowTask, classes: list[str],
-                   benign_class: str) -> dict[str, Any]:
+def cross_validate(
+    table: FlowTable, task: FlowTask, classes: list[str], benign_class: str
+) -> dict[str, Any]:
     """Stratified k-fold estimate of macro F1 and per-class F1, model beside baseline.
 
     Inside each fold the training folds are split again, so that settings are chosen without
@@ -234,18 +287,32 @@ def cross_validate(table: FlowTable, task: FlowTask, classes: list[str],
             table.subset(train_rows), task, classes, task.seed + fold
         )
         x_test = encoder.transform(table.features.iloc[test_rows])
-        row: dict[str, Any] = {"fold": fold, "settings": asdict(chosen.settings),
-                               "rounds": chosen.rounds}
-        for name, proba in (("boosted-trees", trees.predict_proba(x_test)),
-                            ("baseline", baseline.predict_proba(x_test, len(classes)))):
-            evaluation = evaluate(codes[test_rows], proba, classes, benign_class,
-                                  dataset=f"fold {fold}", model=name)
-            row[name] = {"macro_f1": evaluation.macro_f1, "accuracy": evaluation.accuracy,
-                         "benign_fpr": evaluation.benign_fpr,
-                         "per_class_f1": {m.name: m.f1 for m in evaluation.per_class}}
+        row: dict[str, Any] = {
+            "fold": fold,
+            "settings": asdict(chosen.settings),
+            "rounds": chosen.rounds,
+        }
+        for name, proba in (
+            ("boosted-trees", trees.predict_proba(x_test)),
+            ("baseline", baseline.predict_proba(x_test, len(classes))),
+        ):
+            evaluation = evaluate(
+                codes[test_rows], proba, classes, benign_class, dataset=f"fold {fold}", model=name
+            )
+            row[name] = {
+                "macro_f1": evaluation.macro_f1,
+                "accuracy": evaluation.accuracy,
+                "benign_fpr": evaluation.benign_fpr,
+                "per_class_f1": {m.name: m.f1 for m in evaluation.per_class},
+            }
         row["seconds"] = time.perf_counter() - started
-        logger.info("fold %d/%d: macro F1 %.4f (baseline %.4f)", fold + 1, folds,
-                    row["boosted-trees"]["macro_f1"], row["baseline"]["macro_f1"])
+        logger.info(
+            "fold %d/%d: macro F1 %.4f (baseline %.4f)",
+            fold + 1,
+            folds,
+            row["boosted-trees"]["macro_f1"],
+            row["baseline"]["macro_f1"],
+        )
         per_fold.append(row)
 
     summary: dict[str, Any] = {"folds": folds, "per_fold": per_fold}
@@ -255,8 +322,9 @@ def cross_validate(table: FlowTable, task: FlowTask, classes: list[str],
             "macro_f1_mean": float(f1s.mean()),
             "macro_f1_std": float(f1s.std(ddof=1)) if len(f1s) > 1 else 0.0,
             "benign_fpr_mean": float(np.mean([r[name]["benign_fpr"] for r in per_fold])),
-            "per_class_f1_mean": {c: float(np.mean([r[name]["per_class_f1"][c]
-                                                    for r in per_fold])) for c in classes},
+            "per_class_f1_mean": {
+                c: float(np.mean([r[name]["per_class_f1"][c] for r in per_fold])) for c in classes
+            },
         }
     return summary
 
@@ -287,18 +355,18 @@ def train(
         timings["cross_validation"] = time.perf_counter() - started
 
     # The model itself: settings chosen on the validation split, never on a test set.
-    started = time.perf_counter()
     encoder, trees, baseline, chosen, candidates, train_rows, valid_rows = _fit_once(
-        table, task, classes, task.seed
+        table, task, classes, task.seed, timings
     )
-    timings["fit"] = time.perf_counter() - started
     training_features = table.features.iloc[train_rows]
     model = FlowModel(
         encoder=encoder,
         trees=trees,
         baseline=baseline,
         fingerprint=Fingerprint.from_features(
-            training_features, table.feature_types, input_format=task.input_format(),
+            training_features,
+            table.feature_types,
+            input_format=task.input_format(),
             passthrough=[*table.dropped, *([task.label_column] if task.label_column else [])],
         ),
         classes=classes,
@@ -310,19 +378,25 @@ def train(
             "reader": task.reader,
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "training_source": table.source,
-            "split": {"validation_fraction": task.validation_fraction, "seed": task.seed,
-                      "train_rows": int(len(train_rows)), "validation_rows": int(len(valid_rows))},
+            "split": {
+                "validation_fraction": task.validation_fraction,
+                "seed": task.seed,
+                "train_rows": int(len(train_rows)),
+                "validation_rows": int(len(valid_rows)),
+            },
             "settings": asdict(chosen.settings),
             "rounds": chosen.rounds,
             "dropped_columns": table.dropped,
             "operating_point": None,
-            "machine": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+            "machine": f"{platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}",
         },
     )
     point = _choose_operating_point(model, table.subset(valid_rows), task.operating_goal)
     if point is not None:
         model.manifest["operating_point"] = point.to_dict()
     model_folder = model.save(Path(output_dir) / "model")
+    _save_validation_scores(model, table.subset(valid_rows), model_folder)
 
     # Evaluate: validation (chose the settings), then each test set once.
     started = time.perf_counter()
@@ -344,11 +418,21 @@ def train(
         _evaluate_both(report, model, task.load(references), name)
     if cv is not None:
         report.notes.append(_describe_cv(cv))
+        report.sections.append(_cv_table(cv, techniques))
+        report.extra["cross_validation"] = cv
     report_path = report.write(Path(output_dir) / "report")
     timings["evaluate"] = time.perf_counter() - started
 
-    result = TrainingResult(task, model_folder, report_path, report, chosen, candidates,
-                            cross_validation=cv, seconds=timings)
+    result = TrainingResult(
+        task,
+        model_folder,
+        report_path,
+        report,
+        chosen,
+        candidates,
+        cross_validation=cv,
+        seconds=timings,
+    )
     if track:
         _track(result, table, train_rows, register=register, alias=alias)
     return result
@@ -356,23 +440,55 @@ def train(
 
 def _describe(candidate: Candidate) -> str:
     s = candidate.settings
-    return (f"depth {s.max_depth}, class weight {s.class_weight}, learning rate "
-            f"{s.learning_rate}, {candidate.rounds} rounds (validation macro F1 "
-            f"{candidate.validation_macro_f1:.4f})")
+    return (
+        f"depth {s.max_depth}, class weight {s.class_weight}, learning rate "
+        f"{s.learning_rate}, {candidate.rounds} rounds (validation macro F1 "
+        f"{candidate.validation_macro_f1:.4f})"
+    )
 
 
 def _describe_cv(cv: dict[str, Any]) -> str:
     model, baseline = cv["boosted-trees"], cv["baseline"]
-    return (f"Stratified {cv['folds']}-fold cross-validation: macro F1 "
-            f"{model['macro_f1_mean']:.4f} ± {model['macro_f1_std']:.4f} (baseline "
-            f"{baseline['macro_f1_mean']:.4f} ± {baseline['macro_f1_std']:.4f}).")
+    return (
+        f"Stratified {cv['folds']}-fold cross-validation: macro F1 "
+        f"{model['macro_f1_mean']:.4f} ± {model['macro_f1_std']:.4f} (baseline "
+        f"{baseline['macro_f1_mean']:.4f} ± {baseline['macro_f1_std']:.4f})."
+    )
 
 
-def _track(result: TrainingResult, table: FlowTable, train_rows: np.ndarray, *, register: bool,
-           alias: str | None) -> None:
+def _cv_table(cv: dict[str, Any], techniques: dict[str, list[dict[str, Any]]]) -> str:
+    """Per-class F1 averaged over the folds, model beside baseline, as Markdown."""
+    model, baseline = cv["boosted-trees"], cv["baseline"]
+    lines = [
+        f"## Cross-validation ({cv['folds']} stratified folds)",
+        "",
+        "| class | ATT&CK | F1 (mean over folds) | baseline F1 |",
+        "|---|---|---:|---:|",
+    ]
+    for name, f1 in model["per_class_f1_mean"].items():
+        ids = ";".join(t["id"] for t in techniques.get(name, [])) or "-"
+        lines.append(f"| {name} | {ids} | {f1:.4f} | {baseline['per_class_f1_mean'][name]:.4f} |")
+    lines.append(
+        f"| **macro** | | **{model['macro_f1_mean']:.4f} ± {model['macro_f1_std']:.4f}** | "
+        f"{baseline['macro_f1_mean']:.4f} ± {baseline['macro_f1_std']:.4f} |"
+    )
+    return "\n".join(lines)
+
+
+def _track(
+    result: TrainingResult,
+    table: FlowTable,
+    train_rows: np.ndarray,
+    *,
+    register: bool,
+    alias: str | None,
+) -> None:
     task = result.task
-    with tracking.start_run(f"threattune/{task.name}", run_name=f"train-{task.name}",
-                            tags={"threattune.task": task.name}) as run_id:
+    with tracking.start_run(
+        f"threattune/{task.name}",
+        run_name=f"train-{task.name}",
+        tags={"threattune.task": task.name},
+    ) as run_id:
         result.run_id = run_id
         tracking.log_params({
             "task": task.name, "reader": task.reader, "seed": task.seed,
@@ -385,8 +501,14 @@ def _track(result: TrainingResult, table: FlowTable, train_rows: np.ndarray, *, 
         metrics: dict[str, float] = {}
         for evaluation in result.report.evaluations:
             prefix = f"{_metric_name(evaluation.dataset)}.{_metric_name(evaluation.model)}"
-            for name in ("accuracy", "macro_f1", "binary_accuracy", "detection_rate",
-                         "benign_fpr", "average_precision"):
+            for name in (
+                "accuracy",
+                "macro_f1",
+                "binary_accuracy",
+                "detection_rate",
+                "benign_fpr",
+                "average_precision",
+            ):
                 metrics[f"{prefix}.{name}"] = evaluation.metric(name)
             for per_class in evaluation.per_class:
                 cls = _metric_name(per_class.name)

@@ -65,8 +65,12 @@ class Baseline:
                     "categorical",
                     Pipeline(
                         [
-                            ("impute", SimpleImputer(strategy="constant", fill_value=-1.0,
-                                                     keep_empty_features=True)),
+                            (
+                                "impute",
+                                SimpleImputer(
+                                    strategy="constant", fill_value=-1.0, keep_empty_features=True
+                                ),
+                            ),
                             ("onehot", OneHotEncoder(handle_unknown="ignore")),
                         ]
                     ),
@@ -77,8 +81,12 @@ class Baseline:
         self.pipeline = Pipeline(
             [
                 ("columns", columns),
-                ("model", LogisticRegression(C=1.0, max_iter=self.max_iter,
-                                             class_weight="balanced", random_state=seed)),
+                (
+                    "model",
+                    LogisticRegression(
+                        C=1.0, max_iter=self.max_iter, class_weight="balanced", random_state=seed
+                    ),
+                ),
             ]
         )
         with warnings.catch_warnings():
@@ -106,8 +114,11 @@ class Baseline:
         """Load a baseline saved by :meth:`save`, trusting only scikit-learn and numpy types."""
         if not path.is_file():
             raise ModelError("baseline model file not found", path=path)
-        untrusted = [t for t in sio.get_untrusted_types(file=path)
-                     if not t.startswith(("sklearn.", "numpy."))]
+        untrusted = [
+            t
+            for t in sio.get_untrusted_types(file=path)
+            if not t.startswith(("sklearn.", "numpy."))
+        ]
         if untrusted:
             raise ModelError(
                 "the baseline file holds types threattune does not load",

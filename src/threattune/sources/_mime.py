@@ -75,9 +75,9 @@ def extract_body(message: EmailMessage, max_part_bytes: int) -> Body:
     """Text, URLs and attachments of a message, walking its MIME tree once.
 
     Of a multipart/alternative, the text comes from the first plain part that has any, else
-    from the HTML one; URLs come from all of them. An attached message (a forwarded lure) is
-    listed as an attachment and its text read as part of the body. Any other part with a file
-    name or a non-text type is an attachment: measured, not read.
+    from the HTML one; URLs come from all of them. A message forwarded inline is read as part of
+    the body. A part sent as an attachment (a disposition of ``attachment``, a file name, or a
+    type other than text, a message forwarded as an attachment included) is measured, not read.
     """
     body = Body()
     _walk(message, body, 0, max_part_bytes)
@@ -97,9 +97,10 @@ def _walk(part: EmailMessage, body: Body, depth: int, max_part_bytes: int) -> No
 
     content_type = part.get_content_type()
     if part.is_multipart():
-        children = [c for c in part.get_payload() if isinstance(c, EmailMessage)]
         if content_type.startswith("message/") and part.get_content_disposition() == "attachment":
             body.attachments.append(Attachment(_filename(part), content_type, _size(part)))
+            return
+        children = [c for c in part.get_payload() if isinstance(c, EmailMessage)]
         if content_type == "multipart/alternative":
             _pick_alternative(children, body, depth, max_part_bytes)
         else:

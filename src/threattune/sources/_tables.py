@@ -39,7 +39,9 @@ def check_readable(path: Path) -> None:
             fix="check the path; relative paths are taken from the current folder",
         )
     if path.is_dir():
-        raise DataError("expected a file, found a folder", path=path, fix="name a CSV or Parquet file")
+        raise DataError(
+            "expected a file, found a folder", path=path, fix="name a CSV or Parquet file"
+        )
     if path.stat().st_size == 0:
         raise DataError(
             "the file is empty",

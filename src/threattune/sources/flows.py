@@ -378,8 +378,10 @@ def infer_feature_types(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, 
             continue
         text = values.dropna().astype(str)
         sample = text.head(1_000)
-        numeric = pd.to_numeric(sample.str.replace(r"^\s*-?inf(inity)?\s*$", "inf", regex=True,
-                                                   case=False), errors="coerce")
+        numeric = pd.to_numeric(
+            sample.str.replace(r"^\s*-?inf(inity)?\s*$", "inf", regex=True, case=False),
+            errors="coerce",
+        )
         distinct = text.nunique()
         if len(sample) and numeric.notna().mean() > 0.99:
             feature_types[column] = "numeric"
