@@ -100,9 +100,7 @@ def test_nsl_kdd_category_strips_the_kdd99_trailing_dot() -> None:
     assert nsl_kdd_category("zeroday") is None
 
 
-def test_load_nsl_kdd_binary_gives_normal_and_attack(
-    kdd_lines: list[str], tmp_path: Path
-) -> None:
+def test_load_nsl_kdd_binary_gives_normal_and_attack(kdd_lines: list[str], tmp_path: Path) -> None:
     """Binary granularity: every non-normal flow is labelled ``attack``."""
     table = load_nsl_kdd(samples.write_lines(tmp_path / "t.txt", kdd_lines), granularity="binary")
 
@@ -205,7 +203,11 @@ def test_load_nsl_kdd_empty_file_is_a_data_error(tmp_path: Path) -> None:
 def test_load_cicflowmeter_drops_identifier_columns_and_reports_them(data_root: Path) -> None:
     """Flow ID, addresses, ports and timestamps leave the features, named as INFO findings."""
     folder = data_root / CIC
-    paths = [folder / "Botnet_736.csv", folder / "Heartbleed_11.csv", folder / "Infiltration_36.csv"]
+    paths = [
+        folder / "Botnet_736.csv",
+        folder / "Heartbleed_11.csv",
+        folder / "Infiltration_36.csv",
+    ]
 
     table = load_cicflowmeter(paths)
 
@@ -233,9 +235,7 @@ def test_load_cicflowmeter_keep_columns_keeps_an_identifier_as_feature(data_root
     assert "Src Port" in table.dropped
 
 
-def test_load_cicflowmeter_infinity_and_nan_become_missing(
-    data_root: Path, tmp_path: Path
-) -> None:
+def test_load_cicflowmeter_infinity_and_nan_become_missing(data_root: Path, tmp_path: Path) -> None:
     """CICFlowMeter's Infinity (rates over a zero duration) and NaN cells read as missing."""
     header, rows = samples.cicflowmeter_rows(data_root, "Botnet_736.csv", 20)
     bytes_rate, packets_rate = header.index("Flow Bytes/s"), header.index("Flow Packets/s")

@@ -341,9 +341,14 @@ def test_compressed_mbox(tmp_path: Path, suffix: str, compress: Callable[[bytes]
 
 @pytest.mark.parametrize(
     ("name", "mode"),
-    [("a.tar", "w"), ("a.tar.gz", "w:gz"), ("a.tgz", "w:gz"), ("a.tar.bz2", "w:bz2"),
-     ("a.tar.xz", "w:xz")],
-)  # fmt: skip
+    [
+        ("a.tar", "w"),
+        ("a.tar.gz", "w:gz"),
+        ("a.tgz", "w:gz"),
+        ("a.tar.bz2", "w:bz2"),
+        ("a.tar.xz", "w:xz"),
+    ],
+)
 def test_tar_archives_of_every_compression(tmp_path: Path, name: str, mode: str) -> None:
     members = {"mail/spam/1.eml": samples.lure(), "mail/ham/2": samples.plain()}
     path = tmp_path / name

@@ -95,9 +95,10 @@ def test_train_saved_model_loads_with_its_techniques(runs: SimpleNamespace) -> N
     assert labels["normal"] == ""
     assert labels["DoS"].startswith("T")
     assert model.baseline is not None
-    assert model.fingerprint.digest == json.loads(
-        (runs.first.model_folder / "fingerprint.json").read_text()
-    )["digest"]
+    assert (
+        model.fingerprint.digest
+        == json.loads((runs.first.model_folder / "fingerprint.json").read_text())["digest"]
+    )
 
 
 def test_train_chooses_an_operating_point_on_validation(runs: SimpleNamespace) -> None:
@@ -121,8 +122,14 @@ def test_train_writes_report_markdown_json_and_figures(runs: SimpleNamespace) ->
     folder = runs.first.report_path.parent
 
     assert runs.first.report_path == folder / "report.md"
-    for name in ("report.md", "report.json", "confusion-validation.png",
-                 "pr-curve-validation.png", "confusion-kddtest.png", "pr-curve-kddtest.png"):
+    for name in (
+        "report.md",
+        "report.json",
+        "confusion-validation.png",
+        "pr-curve-validation.png",
+        "confusion-kddtest.png",
+        "pr-curve-kddtest.png",
+    ):
         path = folder / name
         assert path.is_file() and path.stat().st_size > 0, name
     assert (folder / "confusion-validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -155,8 +162,12 @@ def test_train_tracks_params_metrics_and_report_in_mlflow(runs: SimpleNamespace)
     assert run.data.params["model.max_depth"] == "4"
     assert run.data.tags["threattune.task"] == TASK
     metrics = run.data.metrics
-    for name in ("validation.boosted-trees.macro_f1", "validation.baseline.macro_f1",
-                 "kddtest.boosted-trees.accuracy", "kddtest.boosted-trees.DoS.recall"):
+    for name in (
+        "validation.boosted-trees.macro_f1",
+        "validation.baseline.macro_f1",
+        "kddtest.boosted-trees.accuracy",
+        "kddtest.boosted-trees.DoS.recall",
+    ):
         assert 0.0 <= metrics[name] <= 1.0, name
     deployed = [n for n in metrics if n.startswith("validation.") and "operating-point" in n]
     assert any(n.endswith(".benign_fpr") for n in deployed)
@@ -217,9 +228,10 @@ def test_resolve_model_champion_alias_gives_the_version_1_folder(runs: SimpleNam
     folder = resolve_model(f"models:/{REGISTERED}@champion")
 
     assert (folder / "manifest.json").is_file()
-    assert FlowModel.load(folder).manifest["trained_at"] == FlowModel.load(
-        runs.first.model_folder
-    ).manifest["trained_at"]
+    assert (
+        FlowModel.load(folder).manifest["trained_at"]
+        == FlowModel.load(runs.first.model_folder).manifest["trained_at"]
+    )
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -318,7 +330,11 @@ def test_train_cross_validation_reports_every_fold(tmp_path: Path) -> None:
     path = tmp_path / "flows.csv"
     samples.user_flows(400, seed=2).to_csv(path, index=False)
     task = samples.small_task(
-        "cv", [path], reader="table", label_column="verdict", evaluation="cross-validation",
+        "cv",
+        [path],
+        reader="table",
+        label_column="verdict",
+        evaluation="cross-validation",
         folds=2,
     )
 

@@ -37,7 +37,7 @@ _BLOCK_TAGS = frozenset(
     "p div tr li ul ol table h1 h2 h3 h4 h5 h6 blockquote pre hr section article header footer "
     "center form".split()
 )
-_HIDDEN_TAGS = frozenset("script style template title object embed applet".split())
+_HIDDEN_TAGS = frozenset(("script", "style", "template"))
 _URL_ATTRIBUTES = {"a": "href", "area": "href", "form": "action", "iframe": "src", "frame": "src"}
 _VISIBLE_STRINGS = (NavigableString, CData)
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\";\s]+)", re.IGNORECASE)
@@ -107,7 +107,7 @@ def html_to_text(html: str) -> tuple[str, list[str]]:
         if leaving or name == "br":
             pieces.append("\n")
             continue
-        if name in _HIDDEN_TAGS:
+        if name in _HIDDEN_TAGS or (name == "title" and not node.find(True)):
             continue
 
         target = _link_target(node)

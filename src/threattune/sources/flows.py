@@ -147,6 +147,16 @@ class FlowTable:
         )
 
 
+def describe_paths(paths: Sequence[Path]) -> str:
+    """Files named for messages: one path, a few names, or a folder and a count."""
+    if len(paths) == 1:
+        return str(paths[0])
+    parents = {p.parent for p in paths}
+    if len(paths) > 3 and len(parents) == 1:
+        return f"{next(iter(parents))}/ ({len(paths)} files)"
+    return ", ".join(str(p) for p in paths)
+
+
 def nsl_kdd_category(attack: str) -> str | None:
     """The NSL-KDD category (normal, DoS, Probe, R2L, U2R) of an attack name, or None."""
     return NSL_KDD_CATEGORIES.get(attack.strip().rstrip("."))
@@ -194,7 +204,7 @@ def load_nsl_kdd(paths: Sequence[Path] | Path, *, granularity: str = "category")
     )
     features = frame[list(NSL_KDD_FEATURES)].copy()
     feature_types = {c: "categorical" if c in NSL_KDD_CATEGORICAL else "numeric" for c in features}
-    features = _coerce(features, feature_types, source=", ".join(map(str, paths)))
+    features = _coerce(features, feature_types, source=describe_paths(paths))
     return FlowTable(
         features=features,
         labels=labels.astype(str).rename("class"),
@@ -205,7 +215,7 @@ def load_nsl_kdd(paths: Sequence[Path] | Path, *, granularity: str = "category")
             "difficulty": "label metadata: how many reference learners got the record right",
         },
         findings=_quality_findings(features, feature_types),
-        source=", ".join(str(p) for p in paths),
+        source=describe_paths(paths),
     )
 
 
@@ -242,7 +252,7 @@ def load_cicflowmeter(
     return flow_table_from_frame(
         frame,
         label_column=label_column,
-        source=", ".join(str(p) for p in paths),
+        source=describe_paths(paths),
         drop_columns=drop,
         deduplicate=deduplicate,
     )

@@ -318,7 +318,7 @@ class MailReader:
         size, index, start = 0, 1, 1
         previous_blank = True
         for number, line in enumerate(stream, start=1):
-            if previous_blank and _ENVELOPE.match(line) and any(x.strip() for x in lines):
+            if previous_blank and _ENVELOPE.match(line) and _has_text(lines):
                 yield from self._mbox_message(
                     lines, size, source.at(index=index, line=start), label
                 )
@@ -327,7 +327,7 @@ class MailReader:
             if size <= self.max_message_bytes:
                 lines.append(_ESCAPED_FROM.sub(rb"\1", line))
             previous_blank = not line.strip()
-        if any(x.strip() for x in lines):
+        if _has_text(lines):
             yield from self._mbox_message(lines, size, source.at(index=index, line=start), label)
 
     def _mbox_message(
@@ -442,9 +442,9 @@ class MailReader:
         ]
         defects = sorted({type(d).__name__ for part in parsed.walk() for d in part.defects})
         if defects:
-            text = "MIME defects repaired: " + ", ".join(defects)
+            why = "MIME defects repaired: " + ", ".join(defects)
             findings.append(
-                self._report("mime-defects", Severity.LOW, source, text, defects=defects)
+                self._report("mime-defects", Severity.LOW, source, why, defects=defects)
             )
         return Message(
             source=source,
@@ -555,6 +555,10 @@ def _decompressed(stream: IO[bytes], name: str) -> IO[bytes]:
     if name.endswith(".bz2"):
         return bz2.BZ2File(stream, mode="rb")
     return lzma.LZMAFile(stream, mode="rb")
+
+
+def _has_text(lines: list[bytes]) -> bool:
+    return any(line.strip() for line in lines)
 
 
 def _strip_envelope(raw: bytes) -> bytes:
