@@ -66,7 +66,7 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Simple
     [
         [], ["data"], ["data", "list"], ["data", "verify"], ["data", "inspect"], ["attack"],
         ["attack", "show"], ["attack", "coverage"], ["train"], ["evaluate"], ["score"],
-        ["models"], ["models", "list"], ["models", "alias"], ["models", "show"],
+        ["threshold"], ["models"], ["models", "list"], ["models", "alias"], ["models", "show"],
     ],
     ids=lambda c: " ".join(c) or "threattune",
 )  # fmt: skip

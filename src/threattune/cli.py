@@ -36,7 +36,12 @@ models_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(attack_app, name="attack")
+verdicts_app = typer.Typer(help="Analysts' verdicts on alerts: import, list and summarise.",
+                           no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(verdicts_app, name="verdicts")
+
+_STORE_HELP = "Verdict store URL: sqlite:///verdicts.db, or postgresql+pg8000://USER@HOST/DB."
 
 logger = logging.getLogger("threattune.cli")
 
@@ -448,6 +453,56 @@ def models_show(
     typer.echo(f"input ({flow_model.fingerprint.digest}):")
     for column in flow_model.fingerprint.columns:
         typer.echo(f"  {column.name}: {column.kind}")
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+@verdicts_app.command("import")
+def verdicts_import(
+    files: Annotated[list[Path], typer.Argument(help="CSV or JSON-lines files of verdicts.")],
+    store: Annotated[str, typer.Option(help=_STORE_HELP)] = "sqlite:///verdicts.db",
+) -> None:
+    """Import verdicts; re-importing a file changes nothing, a bad row imports nothing."""
+    from threattune.verdicts import VerdictStore
+
+    with VerdictStore(store) as verdict_store:
+        for path in files:
+            summary = verdict_store.import_file(path)
+            typer.echo(f"{path}: {summary.inserted} new, {summary.updated} updated, "
+                       f"{summary.unchanged} unchanged")
+
+
+@verdicts_app.command("list")
+def verdicts_list(
+    store: Annotated[str, typer.Option(help=_STORE_HELP)] = "sqlite:///verdicts.db",
+    model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
+    verdict: Annotated[str | None, typer.Option(help="tp, fp or btp.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+) -> None:
+    """List stored verdicts, newest first."""
+    from threattune.verdicts import VerdictStore, normalise_verdict
+
+    with VerdictStore(store) as verdict_store:
+        rows = verdict_store.list(model_version=model_version,
+                                  verdict=normalise_verdict(verdict) if verdict else None,
+                                  limit=limit, newest_first=True)
+    for row in rows:
+        typer.echo(f"{row.time.isoformat()}  {row.alert_id:20} {row.model_version:28} "
+                   f"{row.verdict:22} {row.root_cause or '-':20} {row.analyst}")
+
+
+@verdicts_app.command("stats")
+def verdicts_stats(
+    store: Annotated[str, typer.Option(help=_STORE_HELP)] = "sqlite:///verdicts.db",
+    model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
+) -> None:
+    """Counts per verdict and root cause, and the false-positive share with its interval."""
+    from threattune.verdicts import VerdictStore
+
+    with VerdictStore(store) as verdict_store:
+        stats = verdict_store.stats(model_version)
+    typer.echo(json.dumps(stats, indent=2, default=str))
 
 
 def _print_findings(findings: list, *, minimum: str = "low") -> None:

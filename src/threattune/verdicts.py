@@ -101,6 +101,7 @@ _COLUMN_ALIASES = {
 _MAX_KEY_CHARS = 512
 _BATCH_ROWS = 500
 _WRITE_ATTEMPTS = 5
+_LOGGED_CHANGES = 20
 _SQLITE_BUSY_SECONDS = 60
 _PG_SCHEMA_LOCK = 0x7468726561747475  # "threattu": serialises schema creation on PostgreSQL
 _WRITE_OPTION = "threattune_write"
@@ -213,7 +214,8 @@ class Verdict:
 
         Column names are matched loosely (``Alert ID`` is ``alert_id``; ``alert``, ``model``,
         ``timestamp``, ``category``, ``notes`` are accepted). A column ``extra`` holds a JSON
-        object; every other non-empty column is kept in ``extra`` under its own name.
+        object; every other non-empty column is kept in ``extra`` under its own name, as text
+        when it comes from a CSV cell and with its JSON type when it comes from JSON.
         """
         fields: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -319,6 +321,9 @@ class ImportRejected(DataError):
         )
         self.problems = problems
         self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems, self.summary))
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -539,12 +544,17 @@ class VerdictStore:
             "%s: %d verdicts inserted, %d unchanged, %d updated",
             source, summary.inserted, summary.unchanged, summary.updated,
         )  # fmt: skip
-        for change in summary.changes:
+        for change in summary.changes[:_LOGGED_CHANGES]:
             logger.warning(
                 "%s:%d: alert %s by %s at %s updated (%s): %s -> %s",
                 source, change.line, change.after.alert_id, change.after.analyst,
                 change.after.time.isoformat(), ", ".join(change.fields),
                 change.before.verdict, change.after.verdict,
+            )  # fmt: skip
+        if summary.updated > _LOGGED_CHANGES:
+            logger.warning(
+                "%s: %d more verdicts updated; see the summary's changes",
+                source, summary.updated - _LOGGED_CHANGES,
             )  # fmt: skip
         return summary
 
