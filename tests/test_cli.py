@@ -258,11 +258,6 @@ def test_cli_models_list_shows_the_registered_version(trained: SimpleNamespace) 
     assert row.split()[1] == "1"
 
 
-@pytest.mark.xfail(
-    reason="tracking.list_versions reads aliases from search_model_versions, which leaves "
-    "them empty on the SQLite store, so the champion alias never shows",
-    strict=True,
-)
 def test_cli_models_list_shows_the_champion_alias(trained: SimpleNamespace) -> None:
     """``models list`` shows which version is the champion."""
     result = _invoke("models", "list", REGISTERED)

@@ -286,11 +286,6 @@ def test_input_check_findings_sort_most_severe_first() -> None:
     assert [f.severity for f in check.findings()] == [Severity.HIGH, Severity.LOW]
 
 
-@pytest.mark.xfail(
-    reason="InputCheck.observe compares infinite values with the training range; training "
-    "read infinity as missing, so it is not a value outside the range",
-    strict=True,
-)
 def test_input_check_infinity_is_missing_not_out_of_range() -> None:
     """Infinity (CICFlowMeter's rate over a zero duration) is missing, as in training."""
     frame = _like_training(1_000, seed=7)

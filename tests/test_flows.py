@@ -167,11 +167,6 @@ def test_load_nsl_kdd_row_with_too_many_fields_names_the_line(
     assert caught.value.path == str(path)
 
 
-@pytest.mark.xfail(
-    reason="load_nsl_kdd coerces with _coerce, which assumes a header row (line = row + 2); "
-    "NSL-KDD files have none, so the line is one too high",
-    strict=True,
-)
 def test_load_nsl_kdd_text_in_numeric_column_names_column_and_line(
     kdd_lines: list[str], tmp_path: Path
 ) -> None:
@@ -301,11 +296,6 @@ def test_load_cicflowmeter_missing_label_column_names_it(data_root: Path) -> Non
     assert "--label-column" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    reason="load_cicflowmeter coerces after concatenating the files, so a bad value in the "
-    "second file is reported with the joined paths and a line counted across both files",
-    strict=True,
-)
 def test_load_cicflowmeter_text_in_second_file_names_that_file_and_line(
     data_root: Path, tmp_path: Path
 ) -> None:

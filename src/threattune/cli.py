@@ -36,8 +36,9 @@ models_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(attack_app, name="attack")
-verdicts_app = typer.Typer(help="Analysts' verdicts on alerts: import, list and summarise.",
-                           no_args_is_help=True)
+verdicts_app = typer.Typer(
+    help="Analysts' verdicts on alerts: import, list and summarise.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(verdicts_app, name="verdicts")
 
@@ -469,8 +470,10 @@ def verdicts_import(
     with VerdictStore(store) as verdict_store:
         for path in files:
             summary = verdict_store.import_file(path)
-            typer.echo(f"{path}: {summary.inserted} new, {summary.updated} updated, "
-                       f"{summary.unchanged} unchanged")
+            typer.echo(
+                f"{path}: {summary.inserted} new, {summary.updated} updated, "
+                f"{summary.unchanged} unchanged"
+            )
 
 
 @verdicts_app.command("list")
@@ -484,12 +487,17 @@ def verdicts_list(
     from threattune.verdicts import VerdictStore, normalise_verdict
 
     with VerdictStore(store) as verdict_store:
-        rows = verdict_store.list(model_version=model_version,
-                                  verdict=normalise_verdict(verdict) if verdict else None,
-                                  limit=limit, newest_first=True)
+        rows = verdict_store.list(
+            model_version=model_version,
+            verdict=normalise_verdict(verdict) if verdict else None,
+            limit=limit,
+            newest_first=True,
+        )
     for row in rows:
-        typer.echo(f"{row.time.isoformat()}  {row.alert_id:20} {row.model_version:28} "
-                   f"{row.verdict:22} {row.root_cause or '-':20} {row.analyst}")
+        typer.echo(
+            f"{row.time.isoformat()}  {row.alert_id:20} {row.model_version:28} "
+            f"{row.verdict:22} {row.root_cause or '-':20} {row.analyst}"
+        )
 
 
 @verdicts_app.command("stats")

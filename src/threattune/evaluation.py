@@ -67,8 +67,18 @@ class Evaluation:
         return float(getattr(self, name))
 
 
-def class_codes(labels: np.ndarray, classes: list[str], *, source: str) -> np.ndarray:
-    """Position of each label in ``classes``; an unknown label is a :class:`DataError`."""
+def class_codes(
+    labels: np.ndarray,
+    classes: list[str],
+    *,
+    source: str,
+    first_line: int = 1,
+    field: str = "label",
+) -> np.ndarray:
+    """Position of each label in ``classes``; an unknown label is a :class:`DataError`.
+
+    ``first_line`` is the file line of the first label, to name the line of a bad one.
+    """
     lookup = {c: i for i, c in enumerate(classes)}
     codes = np.fromiter(
         (lookup.get(label, -1) for label in labels), dtype=np.int64, count=len(labels)
@@ -79,8 +89,8 @@ def class_codes(labels: np.ndarray, classes: list[str], *, source: str) -> np.nd
         raise DataError(
             f"{len(unknown)} labels are not classes of the model",
             path=source,
-            line=row + 1,
-            field="label",
+            line=row + first_line,
+            field=field,
             expected=", ".join(classes),
             found=", ".join(unknown[:10]),
             fix="map these labels to the model's classes in the task file, or retrain with them",
@@ -180,6 +190,8 @@ def labelled_flows(model: Any, paths: list[Path]) -> tuple[pd.DataFrame, np.ndar
         model.fingerprint.check_types(part, path=path, first_line=2)
         for column in model.fingerprint.categorical:
             part[column] = part[column].astype(str).str.strip()
+        file_labels = frame[label_column].astype(str).str.strip().to_numpy()
+        class_codes(file_labels, model.classes, source=str(path), first_line=2, field=label_column)
         features.append(part)
-        labels.append(frame[label_column].astype(str).str.strip().to_numpy())
+        labels.append(file_labels)
     return pd.concat(features, ignore_index=True), np.concatenate(labels), source

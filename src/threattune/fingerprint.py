@@ -240,7 +240,12 @@ class InputCheck:
                         counts[str(value)] = counts.get(str(value), 0) + int(count)
             elif profile.minimum is not None:
                 numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
-                outside = int(((numbers < profile.minimum) | (numbers > profile.maximum)).sum())
+                outside = int(
+                    (
+                        np.isfinite(numbers)
+                        & ((numbers < profile.minimum) | (numbers > profile.maximum))
+                    ).sum()
+                )
                 if outside:
                     self.out_of_range[profile.name] = (
                         self.out_of_range.get(profile.name, 0) + outside

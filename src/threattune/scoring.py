@@ -34,7 +34,15 @@ from threattune.sources.flows import NSL_KDD_COLUMNS, NSL_KDD_FEATURES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OUTPUT_FORMATS", "ScoringSummary", "iter_input", "score_file", "score_frame"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "ScoringSummary",
+    "iter_input",
+    "prepare_features",
+    "score_features",
+    "score_file",
+    "score_frame",
+]
 
 OUTPUT_FORMATS = {
     ".csv": "csv",
@@ -83,17 +91,32 @@ def score_frame(
 
     Returns the ``passthrough`` columns, then class, score, attack_score, alert, techniques.
     """
-    fingerprint = model.fingerprint
     if passthrough is None:
-        passthrough = fingerprint.check_columns(frame.columns, path=path, allow_extra=True)
+        passthrough = model.fingerprint.check_columns(frame.columns, path=path, allow_extra=True)
+    features = prepare_features(model, frame, path=path, first_line=first_line)
+    return score_features(model, features, frame[passthrough] if passthrough else None)
+
+
+def prepare_features(
+    model: FlowModel, frame: pd.DataFrame, *, path: str = "<input>", first_line: int = 1
+) -> pd.DataFrame:
+    """The model's feature columns of ``frame``, typed and cleaned as in training."""
+    fingerprint = model.fingerprint
     features = frame[fingerprint.names].copy()
     fingerprint.check_types(features, path=path, first_line=first_line)
     for column in fingerprint.categorical:
-        features[column] = features[column].astype(str).str.strip()
+        values = features[column]
+        features[column] = values.astype(str).str.strip().where(values.notna(), None)
+    return features
 
+
+def score_features(
+    model: FlowModel, features: pd.DataFrame, passthrough: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Score prepared features; ``passthrough`` columns lead the output."""
     decisions = model.decide(model.predict_proba(features))
     techniques = model.technique_labels()
-    out = frame[passthrough].reset_index(drop=True) if passthrough else pd.DataFrame()
+    out = passthrough.reset_index(drop=True) if passthrough is not None else pd.DataFrame()
     out["class"] = decisions.classes
     out["score"] = decisions.scores
     out["attack_score"] = decisions.attack_scores
@@ -139,7 +162,7 @@ def iter_input(
         names=names,
         delimiter=delimiter,
         batch_rows=batch_rows,
-        string_columns=model.fingerprint.categorical,
+        numeric_columns=[c.name for c in model.fingerprint.columns if c.kind == "numeric"],
     ):
         yield line, batch
         line += len(batch)
@@ -185,10 +208,9 @@ def score_file(
                 passthrough = model.fingerprint.check_columns(
                     batch.columns, path=input_path, allow_extra=allow_extra
                 )
-            scored = score_frame(
-                model, batch, path=str(input_path), first_line=first_line, passthrough=passthrough
-            )
-            check.observe(batch)
+            features = prepare_features(model, batch, path=str(input_path), first_line=first_line)
+            check.observe(features)
+            scored = score_features(model, features, batch[passthrough] if passthrough else None)
             writer.write(scored)
             summary.rows += len(scored)
             counts.update(scored["class"].value_counts().to_dict())
@@ -196,6 +218,14 @@ def score_file(
             if bar is not None:
                 bar.update(len(scored))
         writer.close()
+        if summary.rows == 0:
+            raise DataError(
+                "the file has a header but no rows",
+                path=input_path,
+                line=2,
+                expected="at least one flow",
+                fix="check the export that wrote the file; an earlier output is left as it was",
+            )
         partial.replace(output_path)
     except BaseException:
         writer.close()
@@ -237,8 +267,9 @@ class _Writer:
         if self.kind == "jsonl":
             if self._handle is None:
                 self._handle = self.path.open("w", encoding="utf-8")
-            for record in frame.to_dict(orient="records"):
-                self._handle.write(json.dumps(record, default=str) + "\n")
+            clean = frame.astype(object).where(frame.notna(), None)
+            for record in clean.to_dict(orient="records"):
+                self._handle.write(json.dumps(record, default=str, allow_nan=False) + "\n")
             return
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:

@@ -188,6 +188,10 @@ def list_versions(name: str | None = None) -> list[dict[str, Any]]:
     client = mlflow.MlflowClient()
     query = f"name='{name}'" if name else ""
     versions = client.search_model_versions(query)
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for model_name in {v.name for v in versions}:
+        for alias, version in client.get_registered_model(model_name).aliases.items():
+            aliases.setdefault((model_name, str(version)), []).append(alias)
     rows = []
     for v in versions:
         rows.append(
@@ -196,7 +200,7 @@ def list_versions(name: str | None = None) -> list[dict[str, Any]]:
                 "version": v.version,
                 "run_id": v.run_id,
                 "created": pd.Timestamp(v.creation_timestamp, unit="ms").isoformat(),
-                "aliases": ",".join(getattr(v, "aliases", []) or []),
+                "aliases": ",".join(sorted(aliases.get((v.name, str(v.version)), []))),
             }
         )
     return sorted(rows, key=lambda r: (r["name"], -int(r["version"])))

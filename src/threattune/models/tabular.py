@@ -58,6 +58,14 @@ class BoostedTreesSettings:
         return replace(self, **overrides)
 
 
+def _threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def class_weights(y: np.ndarray, n_classes: int, scheme: str) -> np.ndarray:
     """Per-row weights that counter class imbalance, with mean 1.
 
@@ -93,7 +101,7 @@ class BoostedTrees:
             "min_child_weight": s.min_child_weight,
             "subsample": s.subsample,
             "colsample_bytree": s.colsample_bytree,
-            "nthread": os.cpu_count() or 1,
+            "nthread": _threads(),
             "seed": seed,
         }
         if self.n_classes == 2:
@@ -165,5 +173,5 @@ class BoostedTrees:
             model.booster.load_model(str(path))
         except xgb.core.XGBoostError as exc:
             raise ModelError(f"not an XGBoost model: {exc}", path=path) from exc
-        model.booster.set_param({"nthread": os.cpu_count() or 1})
+        model.booster.set_param({"nthread": _threads()})
         return model

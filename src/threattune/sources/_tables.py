@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -17,12 +18,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from threattune.errors import DataError
+from threattune.errors import DataError, SchemaMismatch
 
 logger = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = {".csv", ".txt", ".tsv", ".parquet", ".pq"}
 _OTHER_DELIMITERS = [";", "\t", "|"]
+_MISSING = {"nan", "na", "n/a", "null", "none", "inf", "-inf", "infinity", "-infinity"}
 
 
 def is_parquet(path: Path) -> bool:
@@ -147,12 +149,13 @@ def iter_batches(
     names: Sequence[str] | None = None,
     delimiter: str = ",",
     batch_rows: int = 65_536,
-    string_columns: Sequence[str] = (),
+    numeric_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
-    """Stream a CSV or Parquet file as DataFrames of about ``batch_rows`` rows.
+    """Stream a CSV or Parquet file as DataFrames of at most ``batch_rows`` rows.
 
-    Memory stays flat however large the file: only one batch is held at a time.
-    ``string_columns`` are read as text whatever their values look like.
+    Memory stays flat however large the file: only one batch is held at a time. CSV columns
+    named in ``numeric_columns`` are read as numbers (empty cells and Infinity allowed), every
+    other column as text, so a type never depends on what the first rows happen to hold.
     """
     check_readable(path)
     if is_parquet(path):
@@ -162,48 +165,85 @@ def iter_batches(
     if names is None:
         header = first_line(path)
         check_delimiter(path, header, delimiter)
-        n_fields = len(next(csv.reader([header], delimiter=delimiter)))
+        columns = [c.strip() for c in next(csv.reader([header], delimiter=delimiter))]
     else:
-        n_fields = len(names)
+        columns = list(names)
+    numeric = set(numeric_columns)
     read_options = pacsv.ReadOptions(
         column_names=list(names) if names is not None else None,
-        block_size=1 << 22,
+        block_size=min(1 << 22, max(1 << 16, batch_rows * 256)),
     )
-    parse_options = pacsv.ParseOptions(delimiter=delimiter)
     convert_options = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in string_columns},
-        strings_can_be_null=False,
+        column_types={c: pa.float64() if c in numeric else pa.string() for c in columns},
+        strings_can_be_null=True,
     )
     try:
         reader = pacsv.open_csv(
             path,
             read_options=read_options,
-            parse_options=parse_options,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=convert_options,
         )
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-        for batch in reader:
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= batch_rows:
-                yield _to_frame(pending)
-                pending, pending_rows = [], 0
-        if pending:
+        pending: pa.Table | None = None
+        for block in reader:
+            table = pa.Table.from_batches([block])
+            pending = table if pending is None else pa.concat_tables([pending, table])
+            while pending.num_rows >= batch_rows:
+                yield _to_frame(pending.slice(0, batch_rows))
+                pending = pending.slice(batch_rows)
+        if pending is not None and pending.num_rows:
             yield _to_frame(pending)
     except pa.ArrowInvalid as exc:
-        where = locate_bad_row(path, delimiter, n_fields, has_header=names is None)
-        raise DataError(
-            f"the file is not a well-formed table: {where}",
+        raise _malformed(path, exc, columns, delimiter, has_header=names is None) from exc
+
+
+def _malformed(
+    path: Path, exc: Exception, columns: list[str], delimiter: str, *, has_header: bool
+) -> DataError:
+    """A :class:`DataError` naming the line (and column) pyarrow could not read."""
+    message = str(exc).splitlines()[0]
+    column = re.search(r"column #(\d+)", message)
+    if column is not None and int(column.group(1)) < len(columns):
+        name = columns[int(column.group(1))]
+        line, value = _first_non_number(path, int(column.group(1)), delimiter, has_header)
+        return SchemaMismatch(
+            "a numeric feature column holds text",
             path=path,
-            expected=f"{n_fields} fields on every line, numbers in numeric columns",
-            found=str(exc).splitlines()[0][:300],
-            fix="check the delimiter and quoting, or remove the malformed line",
-        ) from exc
+            line=line,
+            field=name,
+            expected="a number (or an empty cell)",
+            found=repr(value) if value is not None else message[:300],
+            fix="fix the upstream export; this column was numeric when the model was trained",
+        )
+    return DataError(
+        f"the file is not a well-formed table: "
+        f"{locate_bad_row(path, delimiter, len(columns), has_header)}",
+        path=path,
+        expected=f"{len(columns)} fields on every line",
+        found=message[:300],
+        fix="check the delimiter and quoting, or remove the malformed line",
+    )
 
 
-def _to_frame(batches: list[pa.RecordBatch]) -> pd.DataFrame:
-    frame = pa.Table.from_batches(batches).to_pandas()
+def _first_non_number(
+    path: Path, position: int, delimiter: str, has_header: bool
+) -> tuple[int | None, str | None]:
+    """The first line whose field at ``position`` is not a number (slow; error path only)."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+        for number, fields in enumerate(csv.reader(handle, delimiter=delimiter), start=1):
+            if (number == 1 and has_header) or len(fields) <= position:
+                continue
+            value = fields[position].strip()
+            if value and value.lower() not in _MISSING:
+                try:
+                    float(value)
+                except ValueError:
+                    return number, value
+    return None, None
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
+    frame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -216,4 +256,4 @@ def _iter_parquet(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
     if parquet.metadata.num_rows == 0:
         raise DataError("the Parquet file has no rows", path=path)
     for batch in parquet.iter_batches(batch_size=batch_rows):
-        yield _to_frame([batch])
+        yield _to_frame(pa.Table.from_batches([batch]))

@@ -204,7 +204,8 @@ def load_nsl_kdd(paths: Sequence[Path] | Path, *, granularity: str = "category")
     )
     features = frame[list(NSL_KDD_FEATURES)].copy()
     feature_types = {c: "categorical" if c in NSL_KDD_CATEGORICAL else "numeric" for c in features}
-    features = _coerce(features, feature_types, source=describe_paths(paths))
+    segments = [(str(p), len(f)) for p, f in zip(paths, frames, strict=True)]
+    features = _coerce(features, feature_types, origin=RowOrigin(segments, first_line=1))
     return FlowTable(
         features=features,
         labels=labels.astype(str).rename("class"),
@@ -255,6 +256,7 @@ def load_cicflowmeter(
         source=describe_paths(paths),
         drop_columns=drop,
         deduplicate=deduplicate,
+        origin=RowOrigin([(str(p), len(f)) for p, f in zip(paths, frames, strict=True)]),
     )
 
 
@@ -307,8 +309,13 @@ def flow_table_from_frame(
     drop_columns: dict[str, str] | None = None,
     categorical: Sequence[str] | None = None,
     deduplicate: bool = False,
+    origin: RowOrigin | None = None,
 ) -> FlowTable:
-    """Build a :class:`FlowTable` from a DataFrame of flows with an optional label column."""
+    """Build a :class:`FlowTable` from a DataFrame of flows with an optional label column.
+
+    ``origin`` says which file and line each row came from, for error messages.
+    """
+    origin = origin or RowOrigin([(source, len(frame))])
     dropped = dict(drop_columns or {})
     feature_frame = frame.drop(columns=[*dropped, *([label_column] if label_column else [])])
 
@@ -322,17 +329,17 @@ def flow_table_from_frame(
         feature_types = {
             c: "categorical" if c in categorical else "numeric" for c in feature_frame.columns
         }
-    features = _coerce(feature_frame[list(feature_types)], feature_types, source=source)
+    features = _coerce(feature_frame[list(feature_types)], feature_types, origin=origin)
 
     labels = None
     if label_column is not None:
         raw = frame[label_column]
         if raw.isna().any():
-            row = int(np.flatnonzero(raw.isna().to_numpy())[0])
+            path, line = origin.locate(int(np.flatnonzero(raw.isna().to_numpy())[0]))
             raise DataError(
                 "a flow has no label",
-                path=source,
-                line=row + 2,
+                path=path,
+                line=line,
                 field=label_column,
                 fix="label every flow or drop the unlabelled rows",
             )
@@ -413,7 +420,29 @@ def _looks_like_time(sample: pd.Series) -> bool:
     return bool(parsed.notna().mean() > 0.9)
 
 
-def _coerce(features: pd.DataFrame, feature_types: dict[str, str], *, source: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class RowOrigin:
+    """Which file and line each row of a concatenated frame came from.
+
+    ``segments`` lists (file, rows) in order; ``first_line`` is the line of a file's first
+    row (2 below a header, 1 for headerless files).
+    """
+
+    segments: list[tuple[str, int]]
+    first_line: int = 2
+
+    def locate(self, row: int) -> tuple[str, int]:
+        """The file and line of positional ``row``."""
+        for path, rows in self.segments:
+            if row < rows:
+                return path, row + self.first_line
+            row -= rows
+        return self.segments[-1][0], row + self.first_line
+
+
+def _coerce(
+    features: pd.DataFrame, feature_types: dict[str, str], *, origin: RowOrigin
+) -> pd.DataFrame:
     """Numeric columns as float64 (infinity as missing), categorical ones as text."""
     out = {}
     for column, kind in feature_types.items():
@@ -426,10 +455,11 @@ def _coerce(features: pd.DataFrame, feature_types: dict[str, str], *, source: st
             bad = converted.isna() & values.notna()
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
+                path, line = origin.locate(row)
                 raise DataError(
                     "a numeric column holds text",
-                    path=source,
-                    line=row + 2,
+                    path=path,
+                    line=line,
                     field=column,
                     expected="a number",
                     found=repr(values.iloc[row]),
