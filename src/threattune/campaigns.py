@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 __all__ = [
     "Campaigns",
@@ -54,19 +55,26 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"\w+")
 _SHINGLE_PRIME = np.uint64(1099511628211)
-_SPLITS = ("train", "validation", "test")
+_CHARS_PER_WORD = 16
 
 
-def normalise_text(text: str) -> str:
+def normalise_text(text: str, max_words: int | None = None) -> str:
     """Text as campaigns compare it: lower case, placeholders for links, addresses and numbers.
+
+    Only the first ``max_words`` words are kept when it is given.
 
     >>> normalise_text("Pay $1,250 to bob@evil.example via https://x.example/a?id=9 NOW!")
     'pay 0 0 to emailaddr via urllink now'
     """
-    text = _URL.sub(" urllink ", text.lower())
-    text = _EMAIL.sub(" emailaddr ", text)
-    text = _DIGITS.sub("0", text)
-    return " ".join(_WORD.findall(text))
+    if max_words is not None:
+        text = text[: max_words * _CHARS_PER_WORD]
+    text = text.lower()
+    if "://" in text or "www." in text:
+        text = _URL.sub(" urllink ", text)
+    if "@" in text:
+        text = _EMAIL.sub(" emailaddr ", text)
+    words = _WORD.findall(_DIGITS.sub("0", text))
+    return " ".join(words if max_words is None else words[:max_words])
 
 
 @dataclass
@@ -179,14 +187,14 @@ def group_campaigns(
     if permutations % bands:
         raise ValueError("permutations must be a multiple of bands")
     started = time.perf_counter()
-    normalised = [normalise_text(text) for text in texts]
+    normalised = [normalise_text(text, max_words) for text in texts]
     exact = _exact_groups(normalised)
     sets = _UnionFind(len(normalised))
     first_of: dict[int, int] = {}
     for position, group in enumerate(exact.tolist()):
         sets.union(first_of.setdefault(group, position), position)
 
-    signatures, usable = _minhash(normalised, shingle_words, permutations, max_words, seed)
+    signatures, usable = _minhash(normalised, shingle_words, permutations, seed)
     checked, merged = _lsh_unions(signatures, usable, bands, threshold, sets)
 
     ids = sets.labels()
@@ -306,21 +314,17 @@ def _exact_groups(normalised: list[str]) -> np.ndarray:
     return rank[inverse.reshape(-1)]
 
 
-def _word_hashes(normalised: list[str], max_words: int) -> tuple[np.ndarray, np.ndarray]:
+def _word_hashes(normalised: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """A stable 64-bit hash per word, all messages end to end, and where each message starts."""
-    vocabulary: dict[str, int] = {}
-    codes: list[int] = []
-    lengths = np.zeros(len(normalised), np.int64)
-    for position, text in enumerate(normalised):
-        words = text.split(" ", max_words)[:max_words] if text else []
-        codes.extend(vocabulary.setdefault(word, len(vocabulary)) for word in words)
-        lengths[position] = len(words)
+    lengths = np.fromiter((text.count(" ") + 1 if text else 0 for text in normalised), np.int64)
+    words = " ".join(text for text in normalised if text).split(" ") if lengths.any() else []
+    codes, vocabulary = pd.factorize(np.asarray(words, dtype=object))
     digests = b"".join(
         hashlib.blake2b(word.encode(), digest_size=8).digest() for word in vocabulary
     )
     table = np.frombuffer(digests, dtype=np.uint64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    return table[np.asarray(codes, np.int64)], starts
+    return table[codes], starts
 
 
 def _shingles(words: np.ndarray, starts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -345,10 +349,10 @@ def _shingles(words: np.ndarray, starts: np.ndarray, size: int) -> tuple[np.ndar
 
 
 def _minhash(
-    normalised: list[str], shingle_words: int, permutations: int, max_words: int, seed: int
+    normalised: list[str], shingle_words: int, permutations: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures (messages x permutations) and which messages have any shingle."""
-    words, starts = _word_hashes(normalised, max_words)
+    words, starts = _word_hashes(normalised)
     shingles, owner = _shingles(words, starts, shingle_words)
     signatures = np.full((len(normalised), permutations), np.iinfo(np.uint64).max, np.uint64)
     if len(shingles) == 0:
@@ -362,7 +366,6 @@ def _minhash(
     with np.errstate(over="ignore"):
         for index in range(permutations):
             values = (shingles ^ salts[index]) * multipliers[index]
-            values ^= values >> np.uint64(29)
             signatures[usable, index] = np.minimum.reduceat(values, segment_starts)
     return signatures, usable
 

@@ -10,6 +10,8 @@ A flow model is a folder that holds everything scoring needs and nothing that ne
     baseline.skops       the scikit-learn baseline
     validation_scores.parquet   the validation split's classes and probabilities, so that the
                          operating point can be chosen again without retraining
+    reference_profile.json.gz   the training flows' feature distributions and predictions,
+                         so that a drift diagnosis needs no training data
 
 The same folder is the artifact behind the MLflow pyfunc model, so a registry version and a
 local folder score identically.
@@ -35,10 +37,11 @@ from threattune.preprocessing import FlowEncoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "VALIDATION_SCORES", "Decisions", "FlowModel"]
+__all__ = ["FORMAT_VERSION", "REFERENCE_PROFILE", "VALIDATION_SCORES", "Decisions", "FlowModel"]
 
 FORMAT_VERSION = 1
 VALIDATION_SCORES = "validation_scores.parquet"
+REFERENCE_PROFILE = "reference_profile.json.gz"
 _FILES = (
     "manifest.json",
     "preprocessing.json",

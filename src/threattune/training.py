@@ -27,9 +27,10 @@ from sklearn.model_selection import StratifiedKFold
 
 from threattune import tracking
 from threattune.attack import AttackMapping
+from threattune.diagnosis.profile import ReferenceProfile
 from threattune.evaluation import Evaluation, class_codes, evaluate
 from threattune.fingerprint import Fingerprint
-from threattune.flow_model import VALIDATION_SCORES, FlowModel
+from threattune.flow_model import REFERENCE_PROFILE, VALIDATION_SCORES, FlowModel
 from threattune.models.baseline import Baseline
 from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
 from threattune.operating_point import OperatingPoint, choose_threshold
@@ -225,6 +226,20 @@ def _save_validation_scores(model: FlowModel, validation: FlowTable, folder: Pat
     scores.to_parquet(folder / VALIDATION_SCORES, index=False)
 
 
+def _save_reference_profile(
+    model: FlowModel, features: pd.DataFrame, folder: Path, seed: int
+) -> None:
+    """Profile the training flows and the model's predictions on them.
+
+    A diagnosis of a new segment compares against this profile, so it needs no training data.
+    """
+    predicted = model.decide(model.predict_proba(features)).classes
+    profile = ReferenceProfile.from_frame(
+        features, categorical=model.encoder.categorical, predictions=predicted, seed=seed
+    )
+    profile.save(folder / REFERENCE_PROFILE)
+
+
 def _describe_point(point: OperatingPoint | None) -> str:
     if point is None:
         return "none: the most probable class decides"
@@ -397,6 +412,7 @@ def train(
         model.manifest["operating_point"] = point.to_dict()
     model_folder = model.save(Path(output_dir) / "model")
     _save_validation_scores(model, table.subset(valid_rows), model_folder)
+    _save_reference_profile(model, training_features, model_folder, task.seed)
 
     # Evaluate: validation (chose the settings), then each test set once.
     started = time.perf_counter()
