@@ -51,7 +51,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _URL = re.compile(r"(?:(?:https?|ftp)://|www\.)\S+", re.IGNORECASE)
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"\S+@\S+")
 _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"\w+")
 _SHINGLE_PRIME = np.uint64(1099511628211)

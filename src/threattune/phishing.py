@@ -385,11 +385,11 @@ def _parse_file(job: _FileJob) -> tuple[str, str]:
         label = job.forced or _READER_LABELS.get(message.label or "", None)
         artefacts = reader.artefacts.pop(message.source, None)
         if label is None:
-            dropped.append(_drop(message, "unlabelled-message", "no label in the file's naming"))
+            dropped.append(_drop(message, None, "unlabelled-message", "no label in its naming"))
             continue
         row = message_row(message, artefacts)
         if not row["text"]:
-            dropped.append(_drop(message, "no-text", "no subject or body text"))
+            dropped.append(_drop(message, label, "no-text", "no subject or body text"))
             continue
         row.update(source=job.source, file=job.relative, label=label)
         rows.append(row)
@@ -403,8 +403,9 @@ def _parse_file(job: _FileJob) -> tuple[str, str]:
     return job.table_path, job.findings_path
 
 
-def _drop(message: Message, kind: str, why: str) -> Finding:
-    return Finding(kind, Severity.LOW, str(message.source), why, message.source.evidence())
+def _drop(message: Message, label: str | None, kind: str, why: str) -> Finding:
+    evidence = {**message.source.evidence(), "label": label}
+    return Finding(kind, Severity.LOW, str(message.source), why, evidence)
 
 
 def _write_atomic(path: Path, write: Any) -> None:
@@ -528,15 +529,15 @@ def build_corpus(
 
         workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         _parse_all(jobs, workers)
-        table, findings = _read_jobs(jobs)
+        table, findings = _read_jobs(jobs, include_spam)
     parsed = table.groupby(["source", "label"]).size()
-    table, duplicate_counts, conflict_findings = _deduplicate(table, include_spam)
+    table, duplicate_counts, conflict_findings = _deduplicate(table)
     findings.extend(conflict_findings)
 
     grouped = group_campaigns(table["text"].tolist(), threshold=threshold, seed=seed)
     table["campaign"] = grouped.ids
     table["id"] = _ids(table)
-    counts = _counts(table, parsed, duplicate_counts, findings, jobs)
+    counts = _counts(table, parsed, duplicate_counts, findings)
     findings.extend(_campaign_findings(table))
     corpus = PhishingCorpus(table, findings, counts, grouped.stats)
     logger.info(
@@ -565,25 +566,23 @@ def _chosen_sources(names: Sequence[str] | None) -> list[CorpusSource]:
     return [source for source in SOURCES if source.name in set(names)]
 
 
-def _read_jobs(jobs: list[_FileJob]) -> tuple[pd.DataFrame, list[Finding]]:
+def _read_jobs(jobs: list[_FileJob], include_spam: bool) -> tuple[pd.DataFrame, list[Finding]]:
     tables, findings = [], []
     for job in jobs:
-        tables.append(pd.read_parquet(job.table_path))
+        table = pd.read_parquet(job.table_path)
+        tables.append(table if include_spam else table[table["label"] != SPAM])
         stored = json.loads(Path(job.findings_path).read_text(encoding="utf-8"))
         for finding in map(_finding_from_dict, stored):
-            findings.append(_with_source(finding, job.source))
+            label = finding.evidence.get("label") or job.forced or job.label
+            if include_spam or label != SPAM:
+                findings.append(_with_source(finding, job.source, label))
     table = _typed(pd.concat(tables, ignore_index=True))
     return table, _summarised(findings)
 
 
-def _with_source(finding: Finding, source: str) -> Finding:
-    return Finding(
-        finding.kind,
-        finding.severity,
-        finding.subject,
-        finding.message,
-        {**finding.evidence, "source": source},
-    )
+def _with_source(finding: Finding, source: str, label: str | None) -> Finding:
+    evidence = {**finding.evidence, "source": source, "label": label}
+    return Finding(finding.kind, finding.severity, finding.subject, finding.message, evidence)
 
 
 def _summarised(findings: list[Finding]) -> list[Finding]:
@@ -606,11 +605,7 @@ def _summarised(findings: list[Finding]) -> list[Finding]:
     return kept
 
 
-def _deduplicate(
-    table: pd.DataFrame, include_spam: bool
-) -> tuple[pd.DataFrame, pd.Series, list[Finding]]:
-    if not include_spam:
-        table = table[table["label"] != SPAM]
+def _deduplicate(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, list[Finding]]:
     keys = (
         table["text"]
         .str.lower()
@@ -648,20 +643,13 @@ def _ids(table: pd.DataFrame) -> pd.Series:
 
 
 def _counts(
-    table: pd.DataFrame,
-    parsed: pd.Series,
-    removed: pd.Series,
-    findings: list[Finding],
-    jobs: list[_FileJob],
+    table: pd.DataFrame, parsed: pd.Series, removed: pd.Series, findings: list[Finding]
 ) -> pd.DataFrame:
-    label_of_file = {(job.source, job.relative): job.forced or job.label for job in jobs}
     skipped: dict[tuple[str, str], int] = {}
     for finding in findings:
         if finding.kind in _SKIP_KINDS:
-            source = str(finding.evidence.get("source"))
-            path = Path(str(finding.evidence.get("path", ""))).name
-            label = label_of_file.get((source, path)) or "unknown"
-            skipped[(source, label)] = skipped.get((source, label), 0) + 1
+            key = (str(finding.evidence["source"]), str(finding.evidence["label"] or "unknown"))
+            skipped[key] = skipped.get(key, 0) + 1
 
     kept = table.groupby(["source", "label"]).agg(
         kept=("id", "size"),
@@ -676,6 +664,7 @@ def _counts(
     counts["skipped"] = pd.Series(skipped, dtype="int64").reindex(counts.index, fill_value=0)
     counts["duplicates_dropped"] = removed.reindex(counts.index, fill_value=0)
     counts = counts.join(kept).fillna({"kept": 0, "campaigns": 0})
+    counts = counts.astype({"kept": "int64", "campaigns": "int64"})
     order = {source.name: rank for rank, source in enumerate(SOURCES)}
     return counts.sort_index(key=lambda level: level.map(lambda v: order.get(v, v)))
 

@@ -1,0 +1,757 @@
+"""The two-stage filter: stage one alerts for recall, stage two filters its false positives.
+
+Stage one is a trained flow model at its operating point. Stage two is a specialised binary
+boosted-trees model trained only on stage-one alerts and the analysts' verdicts on them: it
+reads the flow's features plus stage one's class probabilities and attack score, and answers
+"true positive or false positive?". An alert reaches an analyst only when stage two scores it
+at or above its threshold.
+
+The threshold spends a recall-loss budget: on a validation part of the training verdicts it is
+the highest threshold that drops at most ``recall_budget`` of stage one's true positives
+(losing 1 % of the true positives costs at most 1 point of recall, since recall is at most 1),
+so that stage two removes as many false positives as that budget allows.
+
+An evaluation that cannot fool itself measures a cascade only on alerts it never trained on:
+:func:`evaluate_cascade` refuses a segment that shares an alert id with the training verdicts,
+and :func:`split_by_order` splits a segment in time, the first slice to train, the rest to
+measure.
+
+A cascade saves as a folder with no pickle in it::
+
+    cascade.json           manifest: threshold, budget, settings, stage-one reference, metrics
+    stage2.json            XGBoost model of stage two
+    training_alerts.json   the ids (and last time) of the alerts whose verdicts trained it
+
+The stage-one model is referenced (folder or registry URI, and the SHA-256 of its trees), not
+copied; loading checks that the referenced model is the one stage two was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from threattune import __version__, tracking
+from threattune.errors import DataError, ModelError
+from threattune.flow_model import Decisions, FlowModel
+from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
+from threattune.operating_point import proportion_interval
+from threattune.training import stratified_split
+from threattune.verdicts import (
+    BENIGN_TRUE_POSITIVE,
+    FALSE_POSITIVE,
+    Verdict,
+    normalise_verdict,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "STAGE_TWO_SETTINGS",
+    "Cascade",
+    "CascadeDecisions",
+    "CascadeEvaluation",
+    "Segment",
+    "cascade_from_labels",
+    "check_disjoint",
+    "choose_stage_two_threshold",
+    "evaluate_cascade",
+    "load_segment",
+    "split_by_order",
+    "stage_one_version",
+    "stage_two_matrix",
+    "stage_two_name",
+    "track_cascade",
+    "train_stage_two",
+]
+
+FORMAT_VERSION = 1
+MANIFEST = "cascade.json"
+STAGE_TWO_FILE = "stage2.json"
+TRAINING_ALERTS = "training_alerts.json"
+STAGE_TWO_SETTINGS = BoostedTreesSettings(
+    max_depth=6,
+    learning_rate=0.1,
+    max_rounds=400,
+    early_stopping_rounds=30,
+    class_weight="none",
+)
+
+
+# --- stage-one identity -----------------------------------------------------------------------
+
+
+def _trees_digest(model: FlowModel) -> str:
+    """SHA-256 of stage one's trees, the identity stage two was trained against."""
+    if model.folder is None or not (Path(model.folder) / "trees.json").is_file():
+        raise ModelError("the stage-one model has no saved trees; save it first")
+    return hashlib.sha256((Path(model.folder) / "trees.json").read_bytes()).hexdigest()
+
+
+def stage_one_version(model: FlowModel) -> str:
+    """The model version verdicts on stage-one alerts name: registry NAME/VERSION if known.
+
+    A local folder gives ``threattune-TASK/sha256-PREFIX`` of its trees, stable across copies.
+    """
+    registered = model.manifest.get("registry_version")
+    if registered:
+        return str(registered)
+    name = tracking.registered_model_name(str(model.manifest.get("task", "flows")))
+    return f"{name}/sha256-{_trees_digest(model)[:12]}"
+
+
+def stage_two_name(task: str) -> str:
+    """The registry name of a task's stage-two filter."""
+    return f"{tracking.registered_model_name(task)}-stage2"
+
+
+# --- segments ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """Labelled flows read as a model reads them, with an alert id per flow (in file order)."""
+
+    features: pd.DataFrame
+    labels: np.ndarray
+    alert_ids: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def subset(self, rows: np.ndarray) -> Segment:
+        """The flows at positional ``rows``."""
+        return Segment(
+            self.features.iloc[rows].reset_index(drop=True),
+            self.labels[rows],
+            self.alert_ids[rows],
+            self.source,
+        )
+
+
+def load_segment(model: FlowModel, path: Path | str) -> Segment:
+    """Read a labelled file with the reader the model was trained with.
+
+    Each flow's alert id is ``FILE:ROW`` (0-based row in file order), so that ids of two
+    slices of one file never collide and the order of the file is the order of time.
+    """
+    from threattune.scoring import prepare_features
+    from threattune.tasks import FlowTask
+
+    path = Path(path)
+    spec = model.fingerprint.input_format
+    reader = spec.get("reader", "table")
+    task = FlowTask(
+        name=str(model.manifest.get("task", "segment")),
+        reader=reader,
+        train=(str(path.resolve()),),
+        label_column=spec.get("label_column"),
+        granularity=spec.get("granularity", "category"),
+        categorical=tuple(model.fingerprint.categorical) if reader == "table" else None,
+        operating_goal=None,
+    )
+    table = task.load()
+    if table.labels is None:
+        raise DataError("the segment has no labels", path=path, fix="pass a labelled file")
+    features = prepare_features(model, table.features, path=str(path))
+    ids = np.array([f"{path.name}:{row}" for row in range(len(features))], dtype=object)
+    return Segment(features, table.labels.astype(str).to_numpy(), ids, str(path))
+
+
+def split_by_order(count: int, first_slice: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the first ``first_slice`` of ``count`` rows and of the rest, in order.
+
+    The first slice's verdicts train stage two; the rest, later in time, measure it.
+    """
+    if not 0.0 < first_slice < 1.0:
+        raise DataError(
+            "the first slice must be a fraction", field="first_slice",
+            expected="between 0 and 1, such as 0.3", found=str(first_slice),
+        )  # fmt: skip
+    cut = int(round(first_slice * count))
+    if cut == 0 or cut == count:
+        raise DataError("the segment is too small to split", found=f"{count} flows")
+    return np.arange(cut), np.arange(cut, count)
+
+
+def check_disjoint(
+    training_ids: Sequence[str] | set[str],
+    measured_ids: Sequence[str] | np.ndarray,
+    *,
+    training_until: datetime | None = None,
+    measured_from: datetime | None = None,
+) -> None:
+    """Raise :class:`DataError` when measured alerts overlap the training verdicts.
+
+    Overlap is a shared alert id, or (when both times are given) a measured alert not later
+    than the last training verdict.
+    """
+    known = set(map(str, training_ids))
+    shared = [str(i) for i in measured_ids if str(i) in known]
+    if shared:
+        raise DataError(
+            "the measured alerts overlap the verdicts that trained stage two",
+            field="alert_id",
+            expected="alerts disjoint from the training verdicts",
+            found=f"{len(shared)} shared alert ids, such as {', '.join(shared[:3])}",
+            fix="measure on a later slice of the segment than the one that trained the cascade",
+        )
+    if training_until is not None and measured_from is not None and measured_from <= training_until:
+        raise DataError(
+            "the measured alerts are not later than the verdicts that trained stage two",
+            field="time",
+            expected=f"after {training_until.isoformat()}",
+            found=measured_from.isoformat(),
+        )
+
+
+# --- stage two --------------------------------------------------------------------------------
+
+
+def stage_two_matrix(
+    model: FlowModel, features: pd.DataFrame, proba: np.ndarray | None = None
+) -> np.ndarray:
+    """Stage two's inputs: the encoded flow, stage one's class probabilities, attack score."""
+    proba = model.predict_proba(features) if proba is None else proba
+    attack_score = 1.0 - proba[:, model.benign_index]
+    return np.hstack([model.encode(features), proba, attack_score[:, None]]).astype(np.float32)
+
+
+def _stage_two_columns(model: FlowModel) -> list[str]:
+    return [*model.encoder.columns, *(f"p:{c}" for c in model.classes), "attack_score"]
+
+
+def _targets(verdicts: Sequence[str] | np.ndarray) -> np.ndarray:
+    """1 for a true positive, 0 for a false or benign true positive (nobody needs to see it)."""
+    canonical = [normalise_verdict(str(v)) for v in verdicts]
+    return np.array(
+        [0 if v in (FALSE_POSITIVE, BENIGN_TRUE_POSITIVE) else 1 for v in canonical], dtype=int
+    )
+
+
+def choose_stage_two_threshold(
+    scores: np.ndarray, true_positive: np.ndarray, recall_budget: float
+) -> dict[str, Any]:
+    """The highest threshold that drops at most ``recall_budget`` of the true positives.
+
+    An alert survives stage two when its score is at or above the threshold. Returns the
+    threshold with the true and false positives it keeps and drops on these alerts.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(true_positive).astype(bool)
+    if not 0.0 <= recall_budget < 1.0:
+        raise DataError(
+            "the recall budget must be a fraction", field="recall_budget",
+            expected="between 0 and 1, such as 0.01", found=str(recall_budget),
+        )  # fmt: skip
+    if positive.sum() == 0:
+        raise DataError(
+            "no true positives among the validation verdicts",
+            fix="train stage two on a slice with confirmed true positives",
+        )
+    tp_scores = np.sort(scores[positive])
+    allowed = int(np.floor(recall_budget * len(tp_scores)))
+    threshold = float(tp_scores[min(allowed, len(tp_scores) - 1)])
+    kept = scores >= threshold
+    return {
+        "threshold": threshold,
+        "recall_budget": recall_budget,
+        "true_positives": int(positive.sum()),
+        "false_positives": int((~positive).sum()),
+        "true_positives_dropped": int((positive & ~kept).sum()),
+        "false_positives_dropped": int((~positive & ~kept).sum()),
+    }
+
+
+@dataclass
+class CascadeDecisions:
+    """What the two stages decided for a batch of flows.
+
+    ``stage_two_scores`` is P(true positive) for stage-one alerts and NaN elsewhere;
+    ``alerts`` are the final alerts, the stage-one alerts that stage two kept.
+    """
+
+    stage_one: Decisions
+    stage_two_scores: np.ndarray
+    alerts: np.ndarray
+
+    @property
+    def filtered(self) -> np.ndarray:
+        """Stage-one alerts that stage two removed."""
+        return self.stage_one.alerts & ~self.alerts
+
+
+@dataclass
+class Cascade:
+    """Stage one (a flow model at its operating point) followed by stage two (a filter).
+
+    >>> # cascade = train_stage_two(model, features, alert_ids, verdicts)
+    >>> # cascade.decide(features).alerts   # the alerts an analyst sees
+    """
+
+    stage_one: FlowModel
+    stage_two: BoostedTrees
+    threshold: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+    training_alerts: frozenset[str] = frozenset()
+    training_until: datetime | None = None
+    folder: Path | None = None
+
+    def stage_two_scores(self, features: pd.DataFrame, proba: np.ndarray) -> np.ndarray:
+        """P(true positive) by stage two for flows with stage-one probabilities ``proba``."""
+        matrix = stage_two_matrix(self.stage_one, features, proba)
+        return self.stage_two.predict_proba(matrix)[:, 1].astype(np.float64)
+
+    def decide(self, features: pd.DataFrame) -> CascadeDecisions:
+        """Stage one alerts, stage two scores its alerts, the ones at its threshold remain."""
+        proba = self.stage_one.predict_proba(features)
+        first = self.stage_one.decide(proba)
+        scores = np.full(len(features), np.nan)
+        rows = np.flatnonzero(first.alerts)
+        if len(rows):
+            scores[rows] = self.stage_two_scores(features.iloc[rows], proba[rows])
+        final = first.alerts & (np.nan_to_num(scores, nan=-1.0) >= self.threshold)
+        return CascadeDecisions(first, scores, final)
+
+    def save(self, folder: Path | str) -> Path:
+        """Write stage two and its manifest to ``folder`` (created)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stage_two.save(folder / STAGE_TWO_FILE)
+        manifest = {
+            **self.manifest,
+            "format_version": FORMAT_VERSION,
+            "threattune_version": __version__,
+            "threshold": self.threshold,
+        }
+        _write_json(folder / MANIFEST, manifest)
+        _write_json(
+            folder / TRAINING_ALERTS,
+            {
+                "until": self.training_until.isoformat() if self.training_until else None,
+                "alert_ids": sorted(self.training_alerts),
+            },
+        )
+        self.manifest = manifest
+        self.folder = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path | str, stage_one: FlowModel | None = None) -> Cascade:
+        """Read a cascade written by :meth:`save`; stage one is opened from its reference.
+
+        Raises :class:`ModelError` when stage one is not the model stage two was trained on.
+        """
+        folder = Path(folder)
+        if not (folder / MANIFEST).is_file():
+            raise ModelError(
+                "not a threattune cascade folder", path=folder,
+                expected=f"{MANIFEST}, {STAGE_TWO_FILE}, {TRAINING_ALERTS}",
+                fix="pass the folder that 'threattune cascade train' wrote",
+            )  # fmt: skip
+        manifest = _read_json(folder / MANIFEST)
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError("the cascade was saved by a newer threattune", path=folder)
+        reference = manifest["stage_one"]
+        if stage_one is None:
+            stage_one = tracking.open_model(reference["reference"], with_baseline=False)
+        if _trees_digest(stage_one) != reference["trees_sha256"]:
+            raise ModelError(
+                "the stage-one model is not the one stage two was trained on",
+                path=folder / MANIFEST,
+                expected=f"trees with SHA-256 {reference['trees_sha256'][:12]}...",
+                found=str(stage_one.folder),
+                fix="open the stage-one version the manifest names, or train stage two again",
+            )
+        trained = _read_json(folder / TRAINING_ALERTS)
+        until = trained.get("until")
+        return cls(
+            stage_one=stage_one,
+            stage_two=BoostedTrees.load(folder / STAGE_TWO_FILE, 2),
+            threshold=float(manifest["threshold"]),
+            manifest=manifest,
+            training_alerts=frozenset(trained.get("alert_ids", [])),
+            training_until=datetime.fromisoformat(until) if until else None,
+            folder=folder,
+        )
+
+
+def train_stage_two(
+    model: FlowModel,
+    features: pd.DataFrame,
+    alert_ids: Sequence[str] | np.ndarray,
+    verdicts: Sequence[str] | np.ndarray,
+    *,
+    recall_budget: float = 0.01,
+    validation_fraction: float = 0.3,
+    settings: BoostedTreesSettings | None = None,
+    stage_one_reference: str | None = None,
+    verdict_times: Sequence[datetime] | None = None,
+    seed: int = 0,
+) -> Cascade:
+    """Train stage two on stage-one alerts (``features``, one row each) and their verdicts.
+
+    A stratified ``validation_fraction`` of the verdicts stops the boosting early and chooses
+    the threshold (:func:`choose_stage_two_threshold` with ``recall_budget``); the rest fit the
+    trees. ``stage_one_reference`` (a folder or ``models:/`` URI) is how :meth:`Cascade.load`
+    finds stage one again; by default its folder.
+    """
+    ids = np.asarray(alert_ids, dtype=object).astype(str)
+    targets = _targets(verdicts)
+    if not len(ids) == len(targets) == len(features):
+        raise DataError(
+            "features, alert ids and verdicts must describe the same alerts",
+            expected=f"{len(features)} of each",
+            found=f"{len(ids)} alert ids, {len(targets)} verdicts",
+        )
+    if len(set(ids)) != len(ids):
+        raise DataError("an alert has two verdicts", field="alert_id", fix="keep the latest one")
+    counts = np.bincount(targets, minlength=2)
+    if counts.min() < 10:
+        raise DataError(
+            "too few verdicts of one kind to train stage two",
+            expected="at least 10 true and 10 false positives",
+            found=f"{counts[1]} true positives, {counts[0]} false positives",
+        )
+
+    features = features.reset_index(drop=True)
+    matrix = stage_two_matrix(model, features)
+    fit_rows, valid_rows = stratified_split(targets, validation_fraction, seed)
+    settings = settings or STAGE_TWO_SETTINGS
+    trees = BoostedTrees(2, settings).fit(
+        matrix[fit_rows], targets[fit_rows], matrix[valid_rows], targets[valid_rows], seed=seed
+    )
+    scores = trees.predict_proba(matrix[valid_rows])[:, 1]
+    choice = choose_stage_two_threshold(scores, targets[valid_rows] == 1, recall_budget)
+
+    reference = stage_one_reference or str(Path(model.folder or ".").resolve())
+    manifest = {
+        "task": model.manifest.get("task"),
+        "stage_one": {
+            "reference": reference,
+            "version": stage_one_version(model),
+            "trees_sha256": _trees_digest(model),
+            "operating_point": model.operating_point,
+        },
+        "features": _stage_two_columns(model),
+        "settings": asdict(settings),
+        "rounds": trees.best_rounds,
+        "validation_loss": trees.best_score,
+        "recall_budget": recall_budget,
+        "validation_fraction": validation_fraction,
+        "seed": seed,
+        "training": {
+            "verdicts": len(targets),
+            "true_positives": int(counts[1]),
+            "false_positives": int(counts[0]),
+            "fit_verdicts": len(fit_rows),
+            "validation_verdicts": len(valid_rows),
+        },
+        "validation": choice,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    until = max(verdict_times) if verdict_times else None
+    logger.info(
+        "stage two: threshold %.4g drops %d of %d validation false positives and %d of %d "
+        "true positives",
+        choice["threshold"], choice["false_positives_dropped"], choice["false_positives"],
+        choice["true_positives_dropped"], choice["true_positives"],
+    )  # fmt: skip
+    return Cascade(
+        model, trees, choice["threshold"], manifest, frozenset(ids), until, folder=None
+    )
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+
+@dataclass
+class CascadeEvaluation:
+    """Stage one alone against the cascade on measured flows none of whose alerts trained it.
+
+    Intervals are Wilson intervals at ``confidence``: recall over the attacks, FPs removed over
+    stage one's false positives, recall points lost over the attacks.
+    """
+
+    dataset: str
+    flows: int
+    attacks: int
+    alerts_before: int
+    alerts_after: int
+    false_positives_before: int
+    false_positives_after: int
+    true_positives_before: int
+    true_positives_after: int
+    confidence: float = 0.95
+
+    def _interval(self, successes: int, trials: int) -> tuple[float, float]:
+        return proportion_interval(successes, trials, confidence=self.confidence)
+
+    @property
+    def recall_before(self) -> float:
+        return self.true_positives_before / self.attacks if self.attacks else float("nan")
+
+    @property
+    def recall_after(self) -> float:
+        return self.true_positives_after / self.attacks if self.attacks else float("nan")
+
+    @property
+    def false_positives_removed(self) -> float:
+        """Share of stage one's false positives that stage two removed."""
+        removed = self.false_positives_before - self.false_positives_after
+        return removed / self.false_positives_before if self.false_positives_before else 0.0
+
+    @property
+    def recall_points_lost(self) -> float:
+        """Recall lost by stage two, in points (percent of the attacks)."""
+        lost = self.true_positives_before - self.true_positives_after
+        return 100.0 * lost / self.attacks if self.attacks else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts, rates and their intervals, JSON-ready."""
+        fp_removed = self.false_positives_before - self.false_positives_after
+        tp_lost = self.true_positives_before - self.true_positives_after
+        lost_ci = self._interval(tp_lost, self.attacks)
+        return {
+            **asdict(self),
+            "recall_before": self.recall_before,
+            "recall_before_ci": self._interval(self.true_positives_before, self.attacks),
+            "recall_after": self.recall_after,
+            "recall_after_ci": self._interval(self.true_positives_after, self.attacks),
+            "false_positives_removed": self.false_positives_removed,
+            "false_positives_removed_ci": self._interval(
+                fp_removed, self.false_positives_before
+            ),
+            "recall_points_lost": self.recall_points_lost,
+            "recall_points_lost_ci": (100.0 * lost_ci[0], 100.0 * lost_ci[1]),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numeric metrics for MLflow."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, tuple):
+                out[f"{key}_low"], out[f"{key}_high"] = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[key] = float(value)
+        return out
+
+    @staticmethod
+    def markdown_header() -> str:
+        return (
+            "| dataset | flows | attacks | alerts before | alerts after | FPs before | "
+            "FPs after | recall before | recall after | FPs removed | recall points lost |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        )
+
+    def markdown_row(self) -> str:
+        d = self.to_dict()
+
+        def rate(name: str) -> str:
+            low, high = d[f"{name}_ci"]
+            return f"{d[name]:.2%} [{low:.2%}, {high:.2%}]"
+
+        low, high = d["recall_points_lost_ci"]
+        return (
+            f"| {self.dataset} | {self.flows:,} | {self.attacks:,} | {self.alerts_before:,} | "
+            f"{self.alerts_after:,} | {self.false_positives_before:,} | "
+            f"{self.false_positives_after:,} | {rate('recall_before')} | "
+            f"{rate('recall_after')} | {rate('false_positives_removed')} | "
+            f"{d['recall_points_lost']:.2f} [{low:.2f}, {high:.2f}] |"
+        )
+
+    def to_markdown(self) -> str:
+        """A table of stage one against the cascade, with 95 % intervals."""
+        return f"{self.markdown_header()}\n{self.markdown_row()}\n"
+
+
+def evaluate_cascade(
+    cascade: Cascade,
+    features: pd.DataFrame,
+    true_labels: Sequence[Any] | np.ndarray,
+    alert_ids: Sequence[str] | np.ndarray,
+    *,
+    dataset: str = "segment",
+    measured_from: datetime | None = None,
+    confidence: float = 0.95,
+) -> CascadeEvaluation:
+    """Measure stage one alone and the cascade on labelled flows disjoint from the training.
+
+    Raises :class:`DataError` (through :func:`check_disjoint`) when any flow's alert id is
+    among the alerts whose verdicts trained stage two.
+    """
+    check_disjoint(
+        cascade.training_alerts,
+        alert_ids,
+        training_until=cascade.training_until,
+        measured_from=measured_from,
+    )
+    labels = np.asarray(true_labels, dtype=object).astype(str)
+    attack = labels != str(cascade.stage_one.benign_class)
+    decisions = cascade.decide(features)
+    before, after = decisions.stage_one.alerts, decisions.alerts
+    return CascadeEvaluation(
+        dataset=dataset,
+        flows=len(labels),
+        attacks=int(attack.sum()),
+        alerts_before=int(before.sum()),
+        alerts_after=int(after.sum()),
+        false_positives_before=int((before & ~attack).sum()),
+        false_positives_after=int((after & ~attack).sum()),
+        true_positives_before=int((before & attack).sum()),
+        true_positives_after=int((after & attack).sum()),
+        confidence=confidence,
+    )
+
+
+def cascade_from_labels(
+    model: FlowModel,
+    segment: Segment,
+    *,
+    first_slice: float = 0.3,
+    recall_budget: float = 0.01,
+    root_cause_columns: Sequence[str] = (),
+    settings: BoostedTreesSettings | None = None,
+    stage_one_reference: str | None = None,
+    seed: int = 0,
+) -> tuple[Cascade, CascadeEvaluation, list[Verdict]]:
+    """The whole protocol on a labelled segment, with verdicts derived from its labels.
+
+    The segment splits in order: stage one's alerts on the first ``first_slice`` get verdicts
+    from the labels (:func:`~threattune.triage.verdicts_from_labels`) and train stage two; the
+    rest, which no training verdict touched, measures stage one alone and the cascade.
+    """
+    from threattune.triage import verdicts_from_labels
+
+    first_rows, rest_rows = split_by_order(len(segment), first_slice)
+    first, rest = segment.subset(first_rows), segment.subset(rest_rows)
+    alerted = np.flatnonzero(model.decide(model.predict_proba(first.features)).alerts)
+    alerts = first.features.iloc[alerted].reset_index(drop=True)
+    alerts.insert(0, "alert_id", first.alert_ids[alerted])
+    verdicts = verdicts_from_labels(
+        alerts,
+        first.labels[alerted],
+        model.benign_class,
+        model_version=stage_one_version(model),
+        root_cause_columns=root_cause_columns,
+    )
+    cascade = train_stage_two(
+        model,
+        alerts.drop(columns="alert_id"),
+        alerts["alert_id"].to_numpy(),
+        [v.verdict for v in verdicts],
+        recall_budget=recall_budget,
+        settings=settings,
+        stage_one_reference=stage_one_reference,
+        seed=seed,
+    )
+    cascade.manifest["segment"] = {
+        "source": segment.source,
+        "flows": len(segment),
+        "first_slice": first_slice,
+        "training_flows": len(first_rows),
+        "measured_flows": len(rest_rows),
+        "verdicts": "derived from the segment's labels",
+    }
+    evaluation = evaluate_cascade(
+        cascade, rest.features, rest.labels, rest.alert_ids, dataset=Path(segment.source).name
+    )
+    return cascade, evaluation, verdicts
+
+
+# --- tracking ---------------------------------------------------------------------------------
+
+
+def track_cascade(
+    cascade: Cascade,
+    *,
+    evaluation: CascadeEvaluation | None = None,
+    register: bool = True,
+) -> tracking.RegisteredVersion | None:
+    """Log a saved cascade to MLflow and register stage two as ``threattune-TASK-stage2``.
+
+    Stage two is logged as the run's ``cascade`` artifact folder (XGBoost JSON and manifest)
+    and the registry version points at that folder: it needs stage one to score, so it is not
+    a stand-alone pyfunc model. The version's tags name the stage-one version it filters.
+    """
+    if cascade.folder is None:
+        raise ModelError("save the cascade before tracking it")
+    task = str(cascade.manifest.get("task") or "flows")
+    manifest = cascade.manifest
+    with tracking.start_run(
+        f"threattune/{task}-stage2",
+        run_name=f"stage2-{task}",
+        tags={"threattune.task": task, "threattune.stage": "2"},
+    ) as run_id:
+        tracking.log_params({
+            "task": task, "threshold": cascade.threshold,
+            "recall_budget": manifest["recall_budget"],
+            "validation_fraction": manifest["validation_fraction"],
+            "stage_one": manifest["stage_one"]["version"],
+            "stage_one_reference": manifest["stage_one"]["reference"],
+            "verdicts": manifest["training"]["verdicts"], "rounds": manifest["rounds"],
+            **{f"model.{k}": v for k, v in manifest["settings"].items()},
+        })  # fmt: skip
+        metrics = {f"validation.{k}": v for k, v in manifest["validation"].items()}
+        if evaluation is not None:
+            metrics |= {f"measured.{k}": v for k, v in evaluation.metrics().items()}
+        tracking.log_metrics(metrics)
+        tracking.log_artifacts(cascade.folder, "cascade")
+        if not register:
+            return None
+        mlflow = tracking._mlflow()
+        artifact_uri = mlflow.get_artifact_uri("cascade")
+    client = mlflow.MlflowClient()
+    name = stage_two_name(task)
+    try:
+        client.get_registered_model(name)
+    except Exception:  # noqa: BLE001 - not registered yet
+        client.create_registered_model(
+            name, description="threattune stage-two false-positive filter"
+        )
+    version = client.create_model_version(
+        name,
+        source=artifact_uri,
+        run_id=run_id,
+        tags={"threattune.stage_one": manifest["stage_one"]["version"]},
+    )
+    logger.info("registered %s version %s", name, version.version)
+    return tracking.RegisteredVersion(
+        name, str(version.version), run_id, f"models:/{name}/{version.version}"
+    )
+
+
+def _write_json(path: Path, content: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, default=_json_default), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError("a cascade file is missing", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, (datetime, Path)):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
