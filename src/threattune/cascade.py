@@ -50,6 +50,7 @@ from threattune.verdicts import (
     BENIGN_TRUE_POSITIVE,
     FALSE_POSITIVE,
     Verdict,
+    VerdictStore,
     normalise_verdict,
 )
 
@@ -73,6 +74,7 @@ __all__ = [
     "stage_two_name",
     "track_cascade",
     "train_stage_two",
+    "verdicts_for_alerts",
 ]
 
 FORMAT_VERSION = 1
@@ -214,6 +216,21 @@ def check_disjoint(
             expected=f"after {training_until.isoformat()}",
             found=measured_from.isoformat(),
         )
+
+
+def verdicts_for_alerts(
+    store: VerdictStore, alert_ids: Sequence[str] | np.ndarray, model_version: str | None = None
+) -> pd.DataFrame:
+    """The latest stored verdict on each of ``alert_ids`` that has one, in time order.
+
+    Columns: ``alert_id``, ``verdict``, ``root_cause``, ``time``; ``model_version`` narrows
+    the verdicts to one stage-one version.
+    """
+    frame = store.to_frame(model_version=model_version)
+    wanted = set(map(str, alert_ids))
+    frame = frame[frame["alert_id"].isin(wanted)]
+    frame = frame.sort_values("time").drop_duplicates("alert_id", keep="last")
+    return frame[["alert_id", "verdict", "root_cause", "time"]].reset_index(drop=True)
 
 
 # --- stage two --------------------------------------------------------------------------------
@@ -468,9 +485,7 @@ def train_stage_two(
         choice["threshold"], choice["false_positives_dropped"], choice["false_positives"],
         choice["true_positives_dropped"], choice["true_positives"],
     )  # fmt: skip
-    return Cascade(
-        model, trees, choice["threshold"], manifest, frozenset(ids), until, folder=None
-    )
+    return Cascade(model, trees, choice["threshold"], manifest, frozenset(ids), until, folder=None)
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -530,9 +545,7 @@ class CascadeEvaluation:
             "recall_after": self.recall_after,
             "recall_after_ci": self._interval(self.true_positives_after, self.attacks),
             "false_positives_removed": self.false_positives_removed,
-            "false_positives_removed_ci": self._interval(
-                fp_removed, self.false_positives_before
-            ),
+            "false_positives_removed_ci": self._interval(fp_removed, self.false_positives_before),
             "recall_points_lost": self.recall_points_lost,
             "recall_points_lost_ci": (100.0 * lost_ci[0], 100.0 * lost_ci[1]),
         }

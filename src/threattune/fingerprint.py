@@ -232,11 +232,12 @@ class InputCheck:
         for profile in self.fingerprint.columns:
             values = frame[profile.name]
             if profile.kind == "categorical":
-                text = values.astype(str)
-                novel = text[~text.isin(profile.vocabulary) & values.notna()]
+                seen = values.value_counts(dropna=True)
+                seen = seen[seen > 0]
+                novel = seen[~seen.index.astype(str).isin(profile.vocabulary)]
                 if not novel.empty:
                     counts = self.unseen.setdefault(profile.name, {})
-                    for value, count in novel.value_counts().head(20).items():
+                    for value, count in novel.head(20).items():
                         counts[str(value)] = counts.get(str(value), 0) + int(count)
             elif profile.minimum is not None:
                 numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)

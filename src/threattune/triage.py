@@ -187,7 +187,9 @@ class FalsePositiveGroup:
 
     def describe(self) -> str:
         """One line: what sets the group apart."""
-        parts = [f"{f.name} {f.group_summary} (TP {f.true_positive_summary})" for f in self.features]
+        parts = [
+            f"{f.name} {f.group_summary} (TP {f.true_positive_summary})" for f in self.features
+        ]
         return "; ".join(parts[:3]) or "no distinguishing feature"
 
 
@@ -334,6 +336,7 @@ def triage_false_positives(
     categorical: Sequence[str] = (),
     root_causes: Sequence[str | None] | np.ndarray | None = None,
     max_clusters: int = 8,
+    max_categories: int = 20,
     top_features: int = 5,
     seed: int = 0,
     context: dict[str, str] | None = None,
@@ -344,7 +347,7 @@ def triage_false_positives(
     benign true positives count with the false positives, as alerts nobody needs to see).
     Clusters: KMeans over :func:`encode_for_clustering`, k from 2 to ``max_clusters`` chosen by
     silhouette on a sample. ``root_causes`` (the analysts' categories, None where not given)
-    add one group per category.
+    add one group per category, the ``max_categories`` largest.
     """
     canonical = np.array([normalise_verdict(str(v)) for v in verdicts], dtype=object)
     ids = np.asarray(alert_ids, dtype=object).astype(str)
@@ -370,25 +373,23 @@ def triage_false_positives(
         return report
 
     fp_rows = np.flatnonzero(negative)
-    tp_features = features.iloc[np.flatnonzero(positive)]
-    matrix = encode_for_clustering(
-        features.iloc[fp_rows], categorical, reference=features
-    )
+    positives = _profile_positives(features.iloc[np.flatnonzero(positive)], categorical)
+    matrix = encode_for_clustering(features.iloc[fp_rows], categorical, reference=features)
     labels, report.silhouette = _cluster(matrix, max_clusters, seed)
     for cluster in np.unique(labels):
         members = fp_rows[labels == cluster]
         report.clusters.append(
-            _group(f"cluster-{cluster}", "cluster", members, features, tp_features, ids,
+            _group(f"cluster-{cluster}", "cluster", members, features, positives, ids,
                    categorical, report.false_positives, top_features)
         )  # fmt: skip
     report.clusters.sort(key=lambda g: -g.size)
 
     if root_causes is not None:
         causes = pd.Series(np.asarray(root_causes, dtype=object)[fp_rows])
-        for cause, count in causes.value_counts().items():
+        for cause in causes.value_counts().index[:max_categories]:
             members = fp_rows[(causes == cause).to_numpy()]
             report.categories.append(
-                _group(str(cause), "root-cause", members, features, tp_features, ids,
+                _group(str(cause), "root-cause", members, features, positives, ids,
                        categorical, report.false_positives, top_features)
             )  # fmt: skip
     logger.info(
@@ -430,7 +431,7 @@ def _group(
     source: str,
     members: np.ndarray,
     features: pd.DataFrame,
-    tp_features: pd.DataFrame,
+    positives: dict[str, Any],
     ids: np.ndarray,
     categorical: Sequence[str],
     total: int,
@@ -438,9 +439,9 @@ def _group(
 ) -> FalsePositiveGroup:
     group = features.iloc[members]
     ranked = [
-        _categorical_difference(column, group[column], tp_features[column])
+        _categorical_difference(column, group[column], positives[column])
         if column in set(categorical)
-        else _numeric_difference(column, group[column], tp_features[column])
+        else _numeric_difference(column, _numbers(group[column]), positives[column])
         for column in features.columns
     ]
     ranked = sorted((f for f in ranked if f is not None), key=lambda f: -f.effect)
@@ -454,40 +455,48 @@ def _group(
     )
 
 
-def _numeric_difference(
-    name: str, group: pd.Series, positives: pd.Series
-) -> DistinguishingFeature | None:
-    a = pd.to_numeric(group, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
-    b = pd.to_numeric(positives, errors="coerce").replace([np.inf, -np.inf], np.nan).dropna()
-    if a.empty or b.empty:
+def _profile_positives(tp_features: pd.DataFrame, categorical: Sequence[str]) -> dict[str, Any]:
+    """Per column, the true positives' finite numbers or their category shares, computed once."""
+    return {
+        column: tp_features[column].astype(str).value_counts(normalize=True)
+        if column in set(categorical)
+        else _numbers(tp_features[column])
+        for column in tp_features.columns
+    }
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    out = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    return out[np.isfinite(out)]
+
+
+def _numeric_difference(name: str, a: np.ndarray, b: np.ndarray) -> DistinguishingFeature | None:
+    if not len(a) or not len(b):
         return None
-    pooled = np.sqrt((a.var(ddof=0) + b.var(ddof=0)) / 2.0)
+    pooled = np.sqrt((a.var() + b.var()) / 2.0)
     difference = float(a.mean() - b.mean())
     if pooled > 0:
         effect = abs(difference) / pooled
     else:
         effect = 0.0 if difference == 0 else float("inf")
     effect = min(effect, 99.0)
-    ks = float(stats.ks_2samp(a.to_numpy(), b.to_numpy()).statistic)
+    ks = float(stats.ks_2samp(a, b).statistic)
     return DistinguishingFeature(
         name=name,
         kind="numeric",
         effect=effect,
-        group_summary=f"median {a.median():.4g} (mean {a.mean():.4g})",
-        true_positive_summary=f"median {b.median():.4g} (mean {b.mean():.4g})",
+        group_summary=f"median {np.median(a):.4g} (mean {a.mean():.4g})",
+        true_positive_summary=f"median {np.median(b):.4g} (mean {b.mean():.4g})",
         ks=ks,
     )
 
 
 def _categorical_difference(
-    name: str, group: pd.Series, positives: pd.Series
+    name: str, group: pd.Series, in_positives: pd.Series
 ) -> DistinguishingFeature | None:
     if group.empty:
         return None
     in_group = group.astype(str).value_counts(normalize=True)
-    in_positives = (
-        positives.astype(str).value_counts(normalize=True) if len(positives) else pd.Series()
-    )
     gains = [
         (str(value), float(share), float(in_positives.get(value, 0.0)))
         for value, share in in_group.items()

@@ -2,11 +2,14 @@
 
 The reference side is a :class:`ReferenceProfile`, built from the training rows and stored with
 the model; :func:`detect_drift` compares a segment with it and returns a :class:`DriftReport` of
-per-feature statistics and :class:`~threattune.findings.Finding` objects.
+per-feature statistics and :class:`~threattune.findings.Finding` objects. :func:`diagnose` runs
+every check on a segment (pipeline audit, drift, novelty, label-free estimate, evasion) and
+returns a :class:`Diagnosis` whose findings are ranked by severity.
 """
 
 from __future__ import annotations
 
+from threattune.diagnosis.diagnose import Diagnosis, diagnose
 from threattune.diagnosis.drift import (
     DomainClassifierResult,
     DriftReport,
@@ -19,12 +22,14 @@ from threattune.diagnosis.profile import CategoricalProfile, NumericProfile, Ref
 
 __all__ = [
     "CategoricalProfile",
+    "Diagnosis",
     "DomainClassifierResult",
     "DriftReport",
     "DriftThresholds",
     "NumericProfile",
     "ReferenceProfile",
     "detect_drift",
+    "diagnose",
     "domain_classifier_drift",
     "prediction_drift",
 ]

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from threattune.fingerprint import Fingerprint
 from threattune.findings import Finding, Severity
+from threattune.fingerprint import Fingerprint
 
 __all__ = [
     "EPSILONS",
@@ -144,21 +144,37 @@ def evasion_check(
     return result
 
 
-def adversarial_findings(result: AdversarialResult, *, min_alerts: int = 10) -> list[Finding]:
-    """One finding per attack class, severity by the share that flips at ±10 %."""
+def adversarial_findings(
+    result: AdversarialResult,
+    reference: AdversarialResult | None = None,
+    *,
+    min_alerts: int = 10,
+) -> list[Finding]:
+    """One finding per attack class, severity by the share that flips at ±10 %.
+
+    With a ``reference`` (the same check on the training rows), severity is the excess of the
+    segment's flip rate over the reference's: a model that was always easy to evade for a class
+    is reported at INFO with its rate, since the segment did not change that; attacks in the
+    segment that sit closer to the decision boundary than in training rise above INFO.
+    """
     found = []
     smallest, largest = (f"flip_{int(e * 100)}" for e in (EPSILONS[0], EPSILONS[-1]))
     for name, entry in result.ranked():
         if entry["alerts_tried"] < min_alerts:
             continue
         rate = entry[smallest]
+        base = 0.0
+        if reference is not None:
+            base = reference.by_class.get(name, {}).get(smallest, 0.0)
+            entry = {**entry, "reference_" + smallest: base}
+        excess = rate - base
         severity = (
             Severity.HIGH
-            if rate >= 0.5
+            if excess >= 0.5
             else Severity.MEDIUM
-            if rate >= 0.2
+            if excess >= 0.2
             else Severity.LOW
-            if rate >= 0.1
+            if excess >= 0.1
             else Severity.INFO
         )
         found.append(
@@ -168,7 +184,8 @@ def adversarial_findings(result: AdversarialResult, *, min_alerts: int = 10) -> 
                 name,
                 f"{rate:.0%} of {name} alerts turn benign when {', '.join(result.features[:4])}"
                 f"{'...' if len(result.features) > 4 else ''} change by ±10 % "
-                f"({entry[largest]:.0%} at ±25 %)",
+                f"({entry[largest]:.0%} at ±25 %"
+                + (f"; {base:.0%} of training alerts)" if reference is not None else ")"),
                 dict(entry),
             )
         )

@@ -15,8 +15,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -178,7 +177,7 @@ def audit_findings(
     model_manifest: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """Every pipeline finding: the audit's own, unit changes, missing values and versions."""
-    found = audit.findings()
+    found = [_by_chance(f, profile.n_rows) for f in audit.findings()]
     missing = set(audit.missing)
 
     for column in audit.fingerprint.columns:
@@ -256,7 +255,26 @@ def _versions(fingerprint: Fingerprint, manifest: dict[str, Any]) -> list[Findin
     return found
 
 
-def missing_from(columns: Sequence[str], fingerprint: Fingerprint) -> list[str]:
-    """Feature columns of ``fingerprint`` absent from ``columns``."""
-    present = set(columns)
-    return [name for name in fingerprint.names if name not in present]
+def _by_chance(finding: Finding, reference_rows: int) -> Finding:
+    """INFO for as many new values as sampling alone would give.
+
+    A fresh sample of ``n`` rows from the training distribution exceeds the training range of
+    a continuous feature about ``2n / (N + 1)`` times (``N`` training rows); a handful of
+    unseen categories in a large segment is just as expected for rare services.
+    """
+    rows = int(finding.evidence.get("rows", 0))
+    share = float(finding.evidence.get("share", 0.0))
+    if finding.kind == "out-of-range":
+        expected = 2.0 * rows / max(share, 1e-12) / (reference_rows + 1) if share else 0.0
+        chance = rows <= expected + 3.0 * math.sqrt(expected) + 3
+    elif finding.kind == "unseen-category":
+        chance = rows <= 3 and share < 0.001
+    else:
+        return finding
+    if not chance:
+        return finding
+    return replace(
+        finding,
+        severity=Severity.INFO,
+        message=finding.message + " (as many as sampling alone gives)",
+    )

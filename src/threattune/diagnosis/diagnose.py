@@ -30,7 +30,7 @@ import csv
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +190,8 @@ def diagnose(
     started = time.perf_counter()
     flow_model = _open(model)
     label_column = labels if isinstance(labels, str) and not Path(labels).is_file() else None
-    segment = read_segment(
-        flow_model, current, max_rows=max_rows, seed=seed, keep=[label_column] if label_column else []
-    )
+    keep = [label_column] if label_column else []
+    segment = read_segment(flow_model, current, max_rows=max_rows, seed=seed, keep=keep)
     profile, reference_name = _reference(flow_model, reference, max_rows, seed)
     timings["read"] = time.perf_counter() - started
 
@@ -201,6 +200,9 @@ def diagnose(
     proba = flow_model.predict_proba(features)
     decisions = flow_model.decide(proba)
     truth = _labels(flow_model, labels, segment)
+    sample = profile.sample[[c for c in flow_model.fingerprint.names if c in profile.sample]]
+    reference_features = _as_features(flow_model, sample)
+    reference_proba = flow_model.predict_proba(reference_features)
     findings = audit_findings(segment.audit, profile, features, model_manifest=flow_model.manifest)
     timings["audit"] = time.perf_counter() - started
 
@@ -217,13 +219,13 @@ def diagnose(
     timings["drift"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    novelty = _novelty(flow_model, profile, features, decisions.classes, truth, known_labels)
+    novelty = _novelty(flow_model, sample, reference_proba, features, decisions.classes, truth)
     novelty.by_label = _by_label(flow_model, novelty, decisions.alerts, truth, known_labels)
     findings += novelty_findings(novelty)
     timings["novelty"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    estimate = _estimate(flow_model, proba, decisions.alerts, truth, seed)
+    estimate = _estimate(flow_model, proba, decisions.alerts, truth, reference_proba, seed)
     if estimate is not None:
         findings += estimate_findings(estimate)
     timings["estimate"] = time.perf_counter() - started
@@ -232,7 +234,9 @@ def diagnose(
     evasion = None
     if adversarial:
         evasion = _evasion(flow_model, features, decisions, truth, seed)
-        findings += adversarial_findings(evasion)
+        reference_decisions = flow_model.decide(reference_proba)
+        baseline = _evasion(flow_model, reference_features, reference_decisions, None, seed)
+        findings += adversarial_findings(evasion, baseline)
     timings["adversarial"] = time.perf_counter() - started
 
     diagnosis = Diagnosis(
@@ -344,9 +348,7 @@ def _batches(
     header = names or _header(path)
     numeric = [c.name for c in model.fingerprint.columns if c.kind == "numeric"]
     typed = [] if text else [c for c in numeric if c in header]
-    yield from _tables.iter_batches(
-        path, names=names, batch_rows=batch_rows, numeric_columns=typed
-    )
+    yield from _tables.iter_batches(path, names=names, batch_rows=batch_rows, numeric_columns=typed)
 
 
 def _header(path: Path) -> list[str]:
@@ -493,16 +495,15 @@ def _known_labels(model: FlowModel, known: Sequence[str] | None) -> set[str]:
 
 def _novelty(
     model: FlowModel,
-    profile: ReferenceProfile,
+    sample: pd.DataFrame,
+    reference_proba: np.ndarray,
     features: pd.DataFrame,
     predicted: np.ndarray,
     truth: np.ndarray | None,
-    known: Sequence[str] | None,
 ) -> NoveltyResult:
     """Fit the novelty score on the reference sample and score the segment."""
-    sample = profile.sample[[c for c in model.fingerprint.names if c in profile.sample]]
     space = TabularSpace.fit(sample, model.encoder.categorical)
-    reference_classes = model.decide(model.predict_proba(_as_features(model, sample))).classes
+    reference_classes = model.decide(reference_proba).classes
     codes = {name: i for i, name in enumerate(model.classes)}
     detector = NoveltyDetector.fit(
         space.transform(sample), np.array([codes[c] for c in reference_classes])
@@ -528,11 +529,8 @@ def _novelty(
             entry["label"] = str(truth[row])
         entry["features"] = {k: _plain_value(v) for k, v in features.iloc[row].items()}
         examples.append(entry)
-    reference_rate = float(
-        (detector.reference_scores > detector.threshold_for(
-            np.array([codes[c] for c in reference_classes])
-        )).mean()
-    )
+    reference_thresholds = detector.threshold_for(np.array([codes[c] for c in reference_classes]))
+    reference_rate = float((detector.reference_scores > reference_thresholds).mean())
     return NoveltyResult(
         n_rows=len(features),
         flagged=int(flags.sum()),
@@ -541,8 +539,7 @@ def _novelty(
         examples=examples,
         scores=margin,
         flags=flags,
-        reference_scores=detector.reference_scores
-        / np.maximum(detector.threshold_for(np.array([codes[c] for c in reference_classes])), 1e-12),
+        reference_scores=detector.reference_scores / np.maximum(reference_thresholds, 1e-12),
         threshold=detector.pooled_threshold,
     )
 
@@ -595,6 +592,7 @@ def _estimate(
     proba: np.ndarray,
     alerts: np.ndarray,
     truth: np.ndarray | None,
+    reference_proba: np.ndarray,
     seed: int,
 ) -> Estimate | None:
     """The label-free estimate from validation-calibrated attack scores."""
@@ -610,18 +608,21 @@ def _estimate(
     validation_benign = classes == model.benign_class
     validation_fpr = float(validation_alerts[validation_benign].mean())
     validation_precision = float((~validation_benign[validation_alerts]).mean())
+    reference = label_free_estimate(
+        calibrator.transform(1.0 - reference_proba[:, model.benign_index]),
+        model.decide(reference_proba).alerts,
+        bootstrap=0,
+    )
     values: dict[str, Any] = {
         "validation_fpr": validation_fpr,
         "validation_precision": validation_precision,
+        "reference_fpr": reference.fpr,
+        "reference_precision": reference.precision,
     }
     if truth is not None:
         benign = _is_benign(model, truth)
         values["true_fpr"] = float(alerts[benign].mean()) if benign.any() else float("nan")
-        values["true_precision"] = (
-            float((~benign[alerts]).mean()) if alerts.any() else float("nan")
-        )
-    from dataclasses import replace
-
+        values["true_precision"] = float((~benign[alerts]).mean()) if alerts.any() else float("nan")
     return replace(estimate, **values)
 
 
@@ -636,12 +637,12 @@ def _evasion(
     truth: np.ndarray | None,
     seed: int,
 ) -> AdversarialResult:
-    """Evasion check on alerted attack rows (true attacks when labels are given)."""
+    """Evasion check on alerted attack rows (true attacks when labels are given), by class."""
     alerted = decisions.alerts.copy()
     if truth is not None:
         alerted &= ~_is_benign(model, truth)
     rows = np.flatnonzero(alerted)
-    names = truth[rows] if truth is not None else decisions.classes[rows]
+    names = decisions.classes[rows]
     return evasion_check(
         features.iloc[rows],
         names,

@@ -150,12 +150,14 @@ def iter_batches(
     delimiter: str = ",",
     batch_rows: int = 65_536,
     numeric_columns: Sequence[str] = (),
+    categorical_columns: Sequence[str] = (),
 ) -> Iterator[pd.DataFrame]:
     """Stream a CSV or Parquet file as DataFrames of at most ``batch_rows`` rows.
 
     Memory stays flat however large the file: only one batch is held at a time. CSV columns
     named in ``numeric_columns`` are read as numbers (empty cells and Infinity allowed), every
-    other column as text, so a type never depends on what the first rows happen to hold.
+    other column as text, so a type never depends on what the first rows happen to hold;
+    ``categorical_columns`` come as pandas categoricals (dictionary-encoded while reading).
     """
     check_readable(path)
     if is_parquet(path):
@@ -169,12 +171,17 @@ def iter_batches(
     else:
         columns = list(names)
     numeric = set(numeric_columns)
+    categorical = set(categorical_columns)
+    dictionary = pa.dictionary(pa.int32(), pa.string())
     read_options = pacsv.ReadOptions(
         column_names=list(names) if names is not None else None,
         block_size=min(1 << 22, max(1 << 16, batch_rows * 256)),
     )
     convert_options = pacsv.ConvertOptions(
-        column_types={c: pa.float64() if c in numeric else pa.string() for c in columns},
+        column_types={
+            c: pa.float64() if c in numeric else dictionary if c in categorical else pa.string()
+            for c in columns
+        },
         strings_can_be_null=True,
     )
     try:

@@ -1,0 +1,273 @@
+"""Commands of the two-stage filter and of false-positive triage.
+
+``register(app)`` adds ``threattune cascade train|evaluate`` and ``threattune triage``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from threattune.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register"]
+
+_MODEL_HELP = "Stage-one flow model: a model folder or models:/NAME@ALIAS."
+_SEGMENT_HELP = (
+    "Labelled flows, read as the model was trained (NSL-KDD, CICFlowMeter, table), "
+    "in the order they were seen; each flow's alert id is FILE:ROW."
+)
+_STORE_HELP = (
+    "Verdict store URL (sqlite:///verdicts.db). Without --from-labels, analysts' verdicts on "
+    "the segment's alerts are read from it; with --from-labels, the derived verdicts are "
+    "imported into it."
+)
+_FROM_LABELS_HELP = (
+    "Derive verdicts from the segment's labels (an alert on benign traffic is a false "
+    "positive), for public datasets nobody has judged."
+)
+_ROOT_CAUSE_HELP = (
+    "Comma-separated feature columns whose values name a false positive's root cause when "
+    "verdicts come from labels, such as service,flag for NSL-KDD."
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``cascade`` sub-app and the ``triage`` command to ``app``."""
+    cascade_app = typer.Typer(
+        help="The two-stage filter: stage one alerts, a stage-two model trained on analysts' "
+        "verdicts removes false positives within a recall-loss budget.",
+        no_args_is_help=True,
+    )
+    cascade_app.command("train")(train_command)
+    cascade_app.command("evaluate")(evaluate_command)
+    app.add_typer(cascade_app, name="cascade")
+    app.command("triage")(triage_command)
+
+
+def train_command(
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)],
+    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    output: Annotated[Path, typer.Option(help="Folder for the cascade and its evaluation.")],
+    verdicts: Annotated[str | None, typer.Option(help=_STORE_HELP)] = None,
+    from_labels: Annotated[bool, typer.Option(help=_FROM_LABELS_HELP)] = False,
+    first_slice: Annotated[
+        float,
+        typer.Option(
+            help="Share of the segment, from its start, whose verdicts train stage two; the "
+            "rest measures it."
+        ),
+    ] = 0.3,
+    recall_budget: Annotated[
+        float,
+        typer.Option(help="Share of stage one's true positives stage two may drop (0.01 = 1%)."),
+    ] = 0.01,
+    root_cause_columns: Annotated[str, typer.Option(help=_ROOT_CAUSE_HELP)] = "",
+    track: Annotated[
+        bool, typer.Option(help="Log to MLflow and register threattune-TASK-stage2.")
+    ] = True,
+) -> None:
+    """Train stage two on the verdicts of a segment's first slice; measure it on the rest.
+
+    Example: threattune cascade train --model models:/threattune-nsl-kdd@champion
+    --segment KDDTest+.txt --from-labels --root-cause-columns service,flag --output cascade
+    """
+    from threattune import cascade as two_stage
+    from threattune import tracking
+    from threattune.verdicts import VerdictStore
+
+    if not from_labels and verdicts is None:
+        raise ConfigError(
+            "stage two needs verdicts",
+            field="--verdicts",
+            fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
+        )
+    flow_model = tracking.open_model(model, with_baseline=False)
+    flows = two_stage.load_segment(flow_model, segment)
+    causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
+    if from_labels:
+        cascade, evaluation, derived = two_stage.cascade_from_labels(
+            flow_model,
+            flows,
+            first_slice=first_slice,
+            recall_budget=recall_budget,
+            root_cause_columns=causes,
+            stage_one_reference=model,
+        )
+        if verdicts is not None:
+            with VerdictStore(verdicts) as store:
+                summary = store.import_records(derived, source=f"labels of {segment.name}")
+            typer.echo(f"verdicts: {summary.inserted} imported into {verdicts}")
+    else:
+        cascade, evaluation = _train_from_store(
+            flow_model, flows, verdicts or "", first_slice, recall_budget, model
+        )
+
+    folder = cascade.save(output / "cascade")
+    _write_evaluation(output, evaluation.to_dict(), evaluation.to_markdown())
+    typer.echo(evaluation.to_markdown())
+    if track:
+        registered = two_stage.track_cascade(cascade, evaluation=evaluation)
+        if registered is not None:
+            typer.echo(f"registered: {registered.uri}")
+    typer.echo(f"cascade: {folder}")
+
+
+def _train_from_store(
+    flow_model: Any, flows: Any, store_url: str, first_slice: float, budget: float, ref: str
+) -> tuple[Any, Any]:
+    """Stage two from analysts' verdicts on the first slice's alerts, measured on the rest."""
+    from threattune import cascade as two_stage
+    from threattune.verdicts import VerdictStore
+
+    first_rows, rest_rows = two_stage.split_by_order(len(flows), first_slice)
+    first, rest = flows.subset(first_rows), flows.subset(rest_rows)
+    alerted = np.flatnonzero(flow_model.decide(flow_model.predict_proba(first.features)).alerts)
+    with VerdictStore(store_url) as store:
+        judged = two_stage.verdicts_for_alerts(store, first.alert_ids[alerted])
+    if judged.empty:
+        raise DataError(
+            "no stored verdict names an alert of the segment's first slice",
+            path=flows.source,
+            expected="alert ids FILE:ROW, such as " + str(first.alert_ids[0]),
+            fix="record verdicts under the alert ids of the segment, or use --from-labels",
+        )
+    position = {alert_id: row for row, alert_id in enumerate(first.alert_ids)}
+    rows = np.array([position[a] for a in judged["alert_id"]])
+    cascade = two_stage.train_stage_two(
+        flow_model,
+        first.features.iloc[rows],
+        judged["alert_id"].to_numpy(),
+        judged["verdict"].to_numpy(),
+        recall_budget=budget,
+        stage_one_reference=ref,
+        verdict_times=[t.to_pydatetime() for t in judged["time"]],
+    )
+    evaluation = two_stage.evaluate_cascade(
+        cascade, rest.features, rest.labels, rest.alert_ids, dataset=Path(flows.source).name
+    )
+    return cascade, evaluation
+
+
+def evaluate_command(
+    cascade: Annotated[Path, typer.Option(help="Cascade folder written by 'cascade train'.")],
+    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    output: Annotated[Path, typer.Option(help="Folder for evaluation.md and evaluation.json.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Stage-one model, when not where the cascade's manifest says."),
+    ] = None,
+    skip_rows: Annotated[
+        int,
+        typer.Option(
+            help="Leave out the segment's first N flows, such as the slice that trained "
+            "the cascade (see segment.training_flows in cascade.json)."
+        ),
+    ] = 0,
+) -> None:
+    """Measure stage one alone and the cascade on a labelled segment.
+
+    Refuses a segment whose alerts overlap the verdicts that trained stage two.
+    """
+    from threattune import cascade as two_stage
+    from threattune import tracking
+
+    stage_one = tracking.open_model(model, with_baseline=False) if model else None
+    loaded = two_stage.Cascade.load(cascade, stage_one)
+    flows = two_stage.load_segment(loaded.stage_one, segment)
+    if skip_rows:
+        flows = flows.subset(np.arange(skip_rows, len(flows)))
+    evaluation = two_stage.evaluate_cascade(
+        loaded, flows.features, flows.labels, flows.alert_ids, dataset=segment.name
+    )
+    _write_evaluation(output, evaluation.to_dict(), evaluation.to_markdown())
+    typer.echo(evaluation.to_markdown())
+
+
+def triage_command(
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)],
+    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    output: Annotated[Path, typer.Option(help="Folder for triage.md and triage.json.")],
+    verdicts: Annotated[
+        str | None,
+        typer.Option(help="Verdict store URL with analysts' verdicts on the segment's alerts."),
+    ] = None,
+    from_labels: Annotated[bool, typer.Option(help=_FROM_LABELS_HELP)] = False,
+    root_cause_columns: Annotated[str, typer.Option(help=_ROOT_CAUSE_HELP)] = "",
+    max_clusters: Annotated[
+        int, typer.Option(help="Most clusters to try; silhouette chooses among 2..N.")
+    ] = 8,
+) -> None:
+    """Group a model's false positives on a segment by root cause, for a SOC lead to fix.
+
+    Example: threattune triage --model models:/threattune-nsl-kdd@champion
+    --segment KDDTest+.txt --from-labels --root-cause-columns service,flag --output triage
+    """
+    from threattune import cascade as two_stage
+    from threattune import tracking
+    from threattune.triage import triage_false_positives, verdicts_from_labels
+    from threattune.verdicts import VerdictStore
+
+    if not from_labels and verdicts is None:
+        raise ConfigError(
+            "triage needs verdicts",
+            field="--verdicts",
+            fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
+        )
+    flow_model = tracking.open_model(model, with_baseline=False)
+    flows = two_stage.load_segment(flow_model, segment)
+    alerted = np.flatnonzero(flow_model.decide(flow_model.predict_proba(flows.features)).alerts)
+    alerts = flows.subset(alerted)
+    causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
+    if from_labels:
+        frame = alerts.features.assign(alert_id=alerts.alert_ids)
+        found = verdicts_from_labels(
+            frame,
+            alerts.labels,
+            flow_model.benign_class,
+            model_version=two_stage.stage_one_version(flow_model),
+            root_cause_columns=causes,
+        )
+        judged = [v.verdict for v in found]
+        root_causes = [v.root_cause for v in found] if causes else None
+        features, ids = alerts.features, alerts.alert_ids
+    else:
+        with VerdictStore(verdicts or "") as store:
+            table = two_stage.verdicts_for_alerts(store, alerts.alert_ids)
+        position = {alert_id: row for row, alert_id in enumerate(alerts.alert_ids)}
+        rows = np.array([position[a] for a in table["alert_id"]], dtype=int)
+        features, ids = alerts.features.iloc[rows], table["alert_id"].to_numpy()
+        judged, root_causes = table["verdict"].tolist(), table["root_cause"].tolist()
+
+    report = triage_false_positives(
+        features,
+        judged,
+        ids,
+        categorical=flow_model.encoder.categorical,
+        root_causes=root_causes,
+        max_clusters=max_clusters,
+        context={"model": model, "segment": str(segment)},
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "triage.md").write_text(report.to_markdown(), encoding="utf-8")
+    (output / "triage.json").write_text(
+        json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8"
+    )
+    for finding in report.findings():
+        typer.echo(f"[{finding.severity}] {finding.subject}: {finding.message}")
+    typer.echo(f"triage: {output / 'triage.md'}")
+
+
+def _write_evaluation(output: Path, content: dict[str, Any], markdown: str) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "evaluation.json").write_text(
+        json.dumps(content, indent=2, default=str), encoding="utf-8"
+    )
+    (output / "evaluation.md").write_text(markdown, encoding="utf-8")

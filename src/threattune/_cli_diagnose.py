@@ -1,0 +1,149 @@
+"""The ``diagnose`` and ``adapt`` commands: why a model misbehaves on a new segment, and the fix.
+
+``register(app)`` adds both commands to the ``threattune`` command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from threattune.errors import ThreatTuneError
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``threattune diagnose`` and ``threattune adapt`` to ``app``."""
+    app.command("diagnose")(diagnose_command)
+    app.command("adapt")(adapt_command)
+
+
+def diagnose_command(
+    model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
+    current: Annotated[
+        Path, typer.Option(help="The new segment's flows (CSV or Parquet), read as for scoring.")
+    ],
+    output: Annotated[Path, typer.Option(help="Folder for diagnosis.json and diagnosis.html.")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference flows file or saved profile [default: the profile stored with the "
+            "model]."
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Truth, when known: a column of the segment file (NSL-KDD: attack) or a file "
+            "with one label per segment row."
+        ),
+    ] = None,
+    max_rows: Annotated[
+        int, typer.Option(help="Segment rows sampled for the checks after the pipeline audit.")
+    ] = 200_000,
+    multivariate: Annotated[
+        bool, typer.Option(help="Train a domain classifier to find combined drift.")
+    ] = True,
+    adversarial: Annotated[
+        bool, typer.Option(help="Check how many alerts small feature changes turn benign.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+) -> None:
+    """Diagnose a new network segment: pipeline audit, drift, novelty, label-free precision and
+    false-positive estimate, and evasion, ranked as findings with a severity each.
+
+    Exit status 0 when nothing is above LOW, 1 when a finding is MEDIUM or worse, 2 on error.
+
+    Example: threattune diagnose --model models:/threattune-nsl-kdd@champion
+    --current segment.csv --labels attack --output diagnosis/
+    """
+    from threattune.diagnosis.diagnose import diagnose
+    from threattune.findings import Severity
+
+    try:
+        result = diagnose(
+            model,
+            reference,
+            current,
+            labels,
+            max_rows=max_rows,
+            multivariate=multivariate,
+            adversarial=adversarial,
+            seed=seed,
+        )
+        page = result.write(output)
+    except ThreatTuneError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    typer.echo(f"{result.rows_diagnosed:,} of {result.rows_read:,} rows diagnosed; worst: "
+               f"{result.severity}")  # fmt: skip
+    for finding in result.above(Severity.LOW)[:15]:
+        typer.echo(f"  {str(finding.severity).upper():8} {finding.kind:18} {finding.message}")
+    typer.echo(f"report: {page}")
+    if result.severity >= Severity.MEDIUM:
+        raise typer.Exit(1)
+
+
+def adapt_command(
+    model: Annotated[str, typer.Option(help="The current model: a folder or models:/NAME@ALIAS.")],
+    sample: Annotated[
+        Path, typer.Option(help="A labelled flows file of the new segment, read as in training.")
+    ],
+    output: Annotated[Path, typer.Option(help="Folder for the adapted model and adaptation.json.")],
+    fraction: Annotated[
+        float,
+        typer.Option(help="Share of the file used to adapt; the rest measures before and after."),
+    ] = 0.05,
+    max_rounds: Annotated[int, typer.Option(help="Most boosting rounds added.")] = 50,
+    register_model: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register",
+            help="Register the adapted model in MLflow with the alias 'challenger'.",
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+) -> None:
+    """Continue training a model on a small labelled sample of a new segment, choose the new
+    alert threshold at the current model's recall, and compare false positives before and after.
+
+    The adapted model is registered with the alias 'challenger'; 'champion' is not moved.
+
+    Example: threattune adapt --model models:/threattune-nsl-kdd@champion
+    --sample segment-labelled.csv --fraction 0.05 --output adapted/
+    """
+    from threattune.adaptation import adapt
+
+    try:
+        result = adapt(
+            model,
+            sample,
+            output_dir=output,
+            fraction=fraction,
+            max_rounds=max_rounds,
+            register=register_model,
+            seed=seed,
+        )
+    except ThreatTuneError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+    before, after = result.before, result.after
+    typer.echo(
+        f"{result.rounds_added} rounds added on {result.sample_rows:,} flows; measured on "
+        f"{result.evaluation_rows:,} flows at recall {result.target_recall:.3f}:"
+    )
+    typer.echo(f"  benign FPR {before['fpr']:.4%} -> {after['fpr']:.4%}")
+    typer.echo(f"  recall     {before['recall']:.4%} -> {after['recall']:.4%}")
+    if result.registered is not None:
+        typer.echo(f"registered {result.registered.name} version {result.registered.version} "
+                   "as challenger")  # fmt: skip
+    typer.echo(json.dumps({"model": str(result.model_folder)}))

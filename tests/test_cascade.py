@@ -1,0 +1,164 @@
+"""The two-stage filter on real NSL-KDD slices: training, honest measurement, save and load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from flow_samples import NSL_KDD_TEST, small_task, write_nsl_kdd_slice
+from threattune import training
+from threattune._cli_cascade import register
+from threattune.cascade import (
+    Cascade,
+    cascade_from_labels,
+    check_disjoint,
+    choose_stage_two_threshold,
+    evaluate_cascade,
+    load_segment,
+    split_by_order,
+    track_cascade,
+)
+from threattune.errors import DataError, ModelError
+from threattune.flow_model import FlowModel
+
+SMALL = {"max_depth": 4, "class_weight": "none", "max_rounds": 20}
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small stage-one model on KDDTrain+'s first 20,000 flows, a KDDTest+ slice, a cascade."""
+    folder = tmp_path_factory.mktemp("cascade")
+    train = write_nsl_kdd_slice(data_root, folder / "train.txt", 20_000)
+    segment_path = write_nsl_kdd_slice(data_root, folder / "segment.txt", 9_000,
+                                       source=NSL_KDD_TEST)  # fmt: skip
+    task = small_task("nsl-kdd-slice", [train], reader="nsl-kdd", model=dict(SMALL),
+                      operating_goal="fpr<=0.01", benign_class="normal")  # fmt: skip
+    result = training.train(task, output_dir=folder / "run", track=False)
+    model = FlowModel.load(result.model_folder, with_baseline=False)
+    segment = load_segment(model, segment_path)
+    cascade, evaluation, verdicts = cascade_from_labels(
+        model, segment, first_slice=0.4, root_cause_columns=["service", "flag"]
+    )
+    return {
+        "folder": folder, "model": model, "segment": segment, "segment_path": segment_path,
+        "cascade": cascade, "evaluation": evaluation, "verdicts": verdicts,
+    }  # fmt: skip
+
+
+def test_cascade_removes_false_positives_with_bounded_recall_loss(trained: dict) -> None:
+    evaluation = trained["evaluation"]
+
+    assert evaluation.flows == 9_000 - int(round(0.4 * 9_000))
+    assert evaluation.false_positives_before > 20
+    assert evaluation.false_positives_removed >= 0.4
+    assert evaluation.recall_points_lost <= 2.0
+    assert evaluation.alerts_after < evaluation.alerts_before
+    d = evaluation.to_dict()
+    low, high = d["false_positives_removed_ci"]
+    assert low <= d["false_positives_removed"] <= high
+    assert "FPs removed" in evaluation.to_markdown()
+    assert any(v.root_cause for v in trained["verdicts"] if v.verdict == "false-positive")
+
+
+def test_measuring_on_training_alerts_is_refused(trained: dict) -> None:
+    cascade, segment = trained["cascade"], trained["segment"]
+    first, _ = split_by_order(len(segment), 0.4)
+    head = segment.subset(first)
+
+    with pytest.raises(DataError, match="overlap the verdicts"):
+        evaluate_cascade(cascade, head.features, head.labels, head.alert_ids)
+    with pytest.raises(DataError, match="not later"):
+        check_disjoint(["a"], ["b"], training_until=np.datetime64("2024-01-02").astype(object),
+                       measured_from=np.datetime64("2024-01-01").astype(object))  # fmt: skip
+    assert cascade.training_alerts.isdisjoint(set(segment.alert_ids[len(first) :]))
+
+
+def test_threshold_spends_at_most_the_budget() -> None:
+    scores = np.linspace(0, 1, 1_000)
+    positive = scores > 0.3
+    choice = choose_stage_two_threshold(scores, positive, 0.01)
+    assert choice["true_positives_dropped"] <= 0.01 * positive.sum()
+    assert choice["false_positives_dropped"] == (~positive).sum()
+    with pytest.raises(DataError):
+        choose_stage_two_threshold(scores, positive, 1.5)
+
+
+def test_save_and_load_give_identical_decisions(trained: dict, tmp_path: Path) -> None:
+    cascade, segment = trained["cascade"], trained["segment"]
+    before = cascade.decide(segment.features)
+
+    folder = cascade.save(tmp_path / "cascade")
+    loaded = Cascade.load(folder)
+    after = loaded.decide(segment.features)
+
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cascade.json", "stage2.json", "training_alerts.json",
+    ]  # fmt: skip
+    assert np.array_equal(before.alerts, after.alerts)
+    assert np.array_equal(before.stage_two_scores, after.stage_two_scores, equal_nan=True)
+    assert loaded.threshold == cascade.threshold
+    assert loaded.training_alerts == cascade.training_alerts
+    assert before.filtered.sum() > 0
+
+
+def test_loading_with_another_stage_one_is_refused(trained: dict, tmp_path: Path) -> None:
+    folder = trained["cascade"].save(tmp_path / "cascade")
+    other = FlowModel.load(trained["model"].folder, with_baseline=False)
+    other.trees.booster = other.trees.booster[:5]
+    other.save(tmp_path / "other")
+    with pytest.raises(ModelError, match="not the one stage two was trained on"):
+        Cascade.load(folder, other)
+
+
+def test_tracking_registers_stage_two(trained: dict, tmp_path: Path, mlflow_uri: str) -> None:
+    cascade = trained["cascade"]
+    cascade.save(tmp_path / "tracked")
+    registered = track_cascade(cascade, evaluation=trained["evaluation"])
+    assert registered is not None
+    assert registered.name == "threattune-nsl-kdd-slice-stage2" and registered.version == "1"
+
+
+def test_command_line_trains_evaluates_and_triages(trained: dict, tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    model, segment = str(trained["model"].folder), str(trained["segment_path"])
+
+    result = runner.invoke(app, [
+        "cascade", "train", "--model", model, "--segment", segment, "--from-labels",
+        "--verdicts", f"sqlite:///{tmp_path / 'verdicts.db'}", "--first-slice", "0.4",
+        "--no-track", "--output", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "FPs removed" in result.output and (tmp_path / "out" / "evaluation.json").is_file()
+
+    refused = runner.invoke(app, [
+        "cascade", "evaluate", "--cascade", str(tmp_path / "out" / "cascade"),
+        "--segment", segment, "--output", str(tmp_path / "eval"),
+    ])  # fmt: skip
+    assert isinstance(refused.exception, DataError)
+    measured = runner.invoke(app, [
+        "cascade", "evaluate", "--cascade", str(tmp_path / "out" / "cascade"),
+        "--segment", segment, "--output", str(tmp_path / "eval"), "--skip-rows", "3600",
+    ])  # fmt: skip
+    assert measured.exit_code == 0, measured.output
+
+    triaged = runner.invoke(app, [
+        "triage", "--model", model, "--segment", segment, "--from-labels",
+        "--root-cause-columns", "service,flag", "--max-clusters", "3",
+        "--output", str(tmp_path / "triage"),
+    ])  # fmt: skip
+    assert triaged.exit_code == 0, triaged.output
+    assert "False-positive triage" in (tmp_path / "triage" / "triage.md").read_text()
+
+    stored = runner.invoke(app, [
+        "cascade", "train", "--model", model, "--segment", segment, "--no-track",
+        "--verdicts", f"sqlite:///{tmp_path / 'verdicts.db'}", "--first-slice", "0.4",
+        "--output", str(tmp_path / "from-store"),
+    ])  # fmt: skip
+    assert stored.exit_code == 0, stored.output
+    assert "cascade train" in runner.invoke(app, ["cascade", "train", "--help"]).output
