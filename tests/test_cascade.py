@@ -30,9 +30,9 @@ SMALL = {"max_depth": 4, "class_weight": "none", "max_rounds": 20}
 
 @pytest.fixture(scope="module")
 def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small stage-one model on KDDTrain+'s first 20,000 flows, a KDDTest+ slice, a cascade."""
+    """A small stage-one model on KDDTrain+'s first 10,000 flows, a KDDTest+ slice, a cascade."""
     folder = tmp_path_factory.mktemp("cascade")
-    train = write_nsl_kdd_slice(data_root, folder / "train.txt", 20_000)
+    train = write_nsl_kdd_slice(data_root, folder / "train.txt", 10_000)
     segment_path = write_nsl_kdd_slice(data_root, folder / "segment.txt", 9_000,
                                        source=NSL_KDD_TEST)  # fmt: skip
     task = small_task("nsl-kdd-slice", [train], reader="nsl-kdd", model=dict(SMALL),

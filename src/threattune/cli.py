@@ -42,6 +42,13 @@ verdicts_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(verdicts_app, name="verdicts")
 
+def _register_wings() -> None:
+    """Commands that live beside the wings they drive."""
+    from threattune._cli_diagnose import register as register_diagnose
+
+    register_diagnose(app)
+
+
 _STORE_HELP = "Verdict store URL: sqlite:///verdicts.db, or postgresql+pg8000://USER@HOST/DB."
 
 logger = logging.getLogger("threattune.cli")
@@ -524,6 +531,9 @@ def _print_findings(findings: list, *, minimum: str = "low") -> None:
             typer.echo(
                 f"  [{finding.severity}] {finding.kind} {finding.subject}: {finding.message}"
             )
+
+
+_register_wings()
 
 
 def main() -> None:
