@@ -80,17 +80,15 @@ def test_messages_sharing_half_their_text_stay_apart() -> None:
 
 def test_chains_of_near_duplicates_are_closed_transitively() -> None:
     base = _words(7, 200).split()
-    texts = []
-    for step in range(6):
-        words = list(base)
-        for position in range(0, 200, 40):
-            words[(position + step * 3) % 200] = "changed" + "x" * step
-        texts.append(" ".join(words))
-    texts.append(_words(8, 200))
-    campaigns = group_campaigns(texts, threshold=0.7)
+    replacement = _words(8, 200).split()
+    texts = [" ".join(replacement[: step * 8] + base[step * 8 :]) for step in range(6)]
+    texts.append(_words(9, 200))
+    campaigns = group_campaigns(texts)
 
     assert len(set(campaigns.ids[:6].tolist())) == 1
     assert campaigns.ids[6] != campaigns.ids[0]
+    ends = group_campaigns([texts[0], texts[5]])
+    assert ends.ids[0] != ends.ids[1]
 
 
 def test_short_and_empty_messages() -> None:

@@ -6,9 +6,9 @@ not detection. Here two messages belong to one campaign when
 
 * their normalised text is identical (an exact duplicate), or
 * the Jaccard similarity of their sets of word 5-shingles is at least ``threshold`` (0.8 by
-  default), estimated from 128 MinHash values and found with locality-sensitive hashing
-  (16 bands of 8 rows: a pair at Jaccard 0.8 becomes a candidate with probability 0.95, a pair
-  at 0.5 with probability 0.06; each candidate is then checked against the threshold).
+  default). Candidate pairs come from 128 MinHash values cut into 16 bands of 8 rows
+  (locality-sensitive hashing: a pair at Jaccard 0.8 shares a band with probability 0.95, a
+  pair at 0.5 with probability 0.06), and each candidate's exact Jaccard is then computed.
 
 Normalisation lower-cases, replaces URLs, e-mail addresses and digit runs by placeholders and
 keeps word characters only, so a template re-sent with a new tracking link or amount stays one
@@ -56,6 +56,7 @@ _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"\w+")
 _SHINGLE_PRIME = np.uint64(1099511628211)
 _CHARS_PER_WORD = 16
+_ESTIMATE_SLACK = 0.15
 
 
 def normalise_text(text: str, max_words: int | None = None) -> str:
@@ -83,7 +84,7 @@ class Campaigns:
 
     ``ids`` numbers campaigns from 0 in order of their first message; ``exact`` the groups of
     identical normalised text the same way. ``stats`` holds counts and group sizes (see
-    :func:`campaign_stats`) and the settings used.
+    :func:`campaign_stats`), the candidate pairs checked, and the settings used.
     """
 
     ids: np.ndarray
@@ -173,8 +174,7 @@ def group_campaigns(
     texts:
         The message texts (subject and body).
     threshold:
-        The estimated Jaccard similarity of word shingle sets at which two messages are one
-        campaign.
+        The Jaccard similarity of word shingle sets at which two messages are one campaign.
     shingle_words:
         Words per shingle; messages shorter than this form one shingle of all their words.
     permutations, bands:
@@ -194,8 +194,11 @@ def group_campaigns(
     for position, group in enumerate(exact.tolist()):
         sets.union(first_of.setdefault(group, position), position)
 
-    signatures, usable = _minhash(normalised, shingle_words, permutations, seed)
-    checked, merged = _lsh_unions(signatures, usable, bands, threshold, sets)
+    words, starts = _word_hashes(normalised)
+    shingles, owner = _shingles(words, starts, shingle_words)
+    signatures, usable = _minhash(shingles, owner, len(normalised), permutations, seed)
+    shingle_sets = _ShingleSets(shingles, owner, len(normalised))
+    checked, merged = _lsh_unions(signatures, usable, bands, threshold, sets, shingle_sets)
 
     ids = sets.labels()
     stats = campaign_stats(ids)
@@ -349,16 +352,14 @@ def _shingles(words: np.ndarray, starts: np.ndarray, size: int) -> tuple[np.ndar
 
 
 def _minhash(
-    normalised: list[str], shingle_words: int, permutations: int, seed: int
+    shingles: np.ndarray, owner: np.ndarray, messages: int, permutations: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """MinHash signatures (messages x permutations) and which messages have any shingle."""
-    words, starts = _word_hashes(normalised)
-    shingles, owner = _shingles(words, starts, shingle_words)
-    signatures = np.full((len(normalised), permutations), np.iinfo(np.uint64).max, np.uint64)
+    signatures = np.full((messages, permutations), np.iinfo(np.uint64).max, np.uint64)
+    usable = np.bincount(owner, minlength=messages) > 0
     if len(shingles) == 0:
-        return signatures, np.zeros(len(normalised), bool)
+        return signatures, usable
 
-    usable = np.bincount(owner, minlength=len(normalised)) > 0
     segment_starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     rng = np.random.default_rng(seed)
     salts = rng.integers(0, 2**63, size=permutations, dtype=np.uint64)
@@ -366,17 +367,42 @@ def _minhash(
     with np.errstate(over="ignore"):
         for index in range(permutations):
             values = (shingles ^ salts[index]) * multipliers[index]
+            values ^= values >> np.uint64(31)
             signatures[usable, index] = np.minimum.reduceat(values, segment_starts)
     return signatures, usable
 
 
-def _lsh_unions(
-    signatures: np.ndarray, usable: np.ndarray, bands: int, threshold: float, sets: _UnionFind
-) -> tuple[int, int]:
-    """Join messages that share a band and whose signatures agree on ``threshold`` of values.
+class _ShingleSets:
+    """Each message's distinct shingles, sorted, for exact Jaccard similarity of a pair."""
 
-    Each bucket's members are checked against its first member, which keeps the work linear in
-    the bucket size; other bands, whose buckets differ, catch most pairs this misses.
+    def __init__(self, shingles: np.ndarray, owner: np.ndarray, messages: int) -> None:
+        order = np.lexsort((shingles, owner))
+        shingles, owner = shingles[order], owner[order]
+        distinct = np.r_[True, (shingles[1:] != shingles[:-1]) | (owner[1:] != owner[:-1])]
+        self.values = shingles[distinct]
+        counts = np.bincount(owner[distinct], minlength=messages)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+
+    def jaccard(self, left: int, right: int) -> float:
+        a = self.values[self.offsets[left] : self.offsets[left + 1]]
+        b = self.values[self.offsets[right] : self.offsets[right + 1]]
+        shared = len(np.intersect1d(a, b, assume_unique=True))
+        return shared / (len(a) + len(b) - shared)
+
+
+def _lsh_unions(
+    signatures: np.ndarray,
+    usable: np.ndarray,
+    bands: int,
+    threshold: float,
+    sets: _UnionFind,
+    shingle_sets: _ShingleSets,
+) -> tuple[int, int]:
+    """Join messages that share a band and whose shingle sets reach ``threshold`` Jaccard.
+
+    Each bucket's members are paired with its first member and with their neighbour in the
+    bucket, which keeps the work linear in the bucket size; union-find closes the rest. Pairs
+    whose signatures agree far below the threshold, or already joined, are not checked.
     """
     positions = np.flatnonzero(usable)
     rows = signatures.shape[1] // bands
@@ -390,13 +416,17 @@ def _lsh_unions(
         ordered = keys[order]
         new_bucket = np.r_[True, ordered[1:] != ordered[:-1]]
         heads = order[np.maximum.accumulate(np.where(new_bucket, np.arange(len(order)), 0))]
-        pairs = ~new_bucket
-        left, right = positions[heads[pairs]], positions[order[pairs]]
+        member = np.flatnonzero(~new_bucket)
+        left = positions[np.concatenate([heads[member], order[member - 1]])]
+        right = positions[np.concatenate([order[member], order[member]])]
         if len(left) == 0:
             continue
         agreement = (signatures[left] == signatures[right]).mean(axis=1)
-        checked += len(left)
-        close = agreement >= threshold
-        for a, b in zip(left[close].tolist(), right[close].tolist(), strict=True):
-            merged += sets.union(a, b)
+        plausible = agreement >= threshold - _ESTIMATE_SLACK
+        for a, b in zip(left[plausible].tolist(), right[plausible].tolist(), strict=True):
+            if a == b or sets.find(a) == sets.find(b):
+                continue
+            checked += 1
+            if shingle_sets.jaccard(a, b) >= threshold:
+                merged += sets.union(a, b)
     return checked, merged

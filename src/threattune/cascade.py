@@ -258,12 +258,18 @@ def _targets(verdicts: Sequence[str] | np.ndarray) -> np.ndarray:
 
 
 def choose_stage_two_threshold(
-    scores: np.ndarray, true_positive: np.ndarray, recall_budget: float
+    scores: np.ndarray,
+    true_positive: np.ndarray,
+    recall_budget: float,
+    *,
+    bound: str = "upper",
 ) -> dict[str, Any]:
     """The highest threshold that drops at most ``recall_budget`` of the true positives.
 
-    An alert survives stage two when its score is at or above the threshold. Returns the
-    threshold with the true and false positives it keeps and drops on these alerts.
+    With ``bound="upper"`` (the default) the 95 % Wilson upper bound of the dropped share must
+    fit the budget, so that the budget holds on later alerts too; ``"point"`` lets the share
+    seen on these alerts fill it. An alert survives stage two when its score is at or above
+    the threshold. Returns the threshold with the true and false positives it keeps and drops.
     """
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(true_positive).astype(bool)
@@ -279,11 +285,15 @@ def choose_stage_two_threshold(
         )
     tp_scores = np.sort(scores[positive])
     allowed = int(np.floor(recall_budget * len(tp_scores)))
+    if bound == "upper":
+        while allowed > 0 and proportion_interval(allowed, len(tp_scores))[1] > recall_budget:
+            allowed -= 1
     threshold = float(tp_scores[min(allowed, len(tp_scores) - 1)])
     kept = scores >= threshold
     return {
         "threshold": threshold,
         "recall_budget": recall_budget,
+        "bound": bound,
         "true_positives": int(positive.sum()),
         "false_positives": int((~positive).sum()),
         "true_positives_dropped": int((positive & ~kept).sum()),
@@ -716,7 +726,11 @@ def track_cascade(
             "verdicts": manifest["training"]["verdicts"], "rounds": manifest["rounds"],
             **{f"model.{k}": v for k, v in manifest["settings"].items()},
         })  # fmt: skip
-        metrics = {f"validation.{k}": v for k, v in manifest["validation"].items()}
+        metrics = {
+            f"validation.{k}": v
+            for k, v in manifest["validation"].items()
+            if isinstance(v, (int, float))
+        }
         if evaluation is not None:
             metrics |= {f"measured.{k}": v for k, v in evaluation.metrics().items()}
         tracking.log_metrics(metrics)

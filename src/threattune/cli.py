@@ -44,9 +44,11 @@ app.add_typer(verdicts_app, name="verdicts")
 
 def _register_wings() -> None:
     """Commands that live beside the wings they drive."""
+    from threattune._cli_cascade import register as register_cascade
     from threattune._cli_diagnose import register as register_diagnose
 
     register_diagnose(app)
+    register_cascade(app)
 
 
 _STORE_HELP = "Verdict store URL: sqlite:///verdicts.db, or postgresql+pg8000://USER@HOST/DB."

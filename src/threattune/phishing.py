@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -97,6 +96,16 @@ _COUNT_ARTEFACTS = frozenset(
     "hdr_count hdr_x_count hdr_received_hops hdr_mime_parts hdr_message_id_length "
     "hdr_message_id_labels".split()
 )
+_COUNT_TYPES = {
+    "parsed": "int64",
+    "skipped": "int64",
+    "duplicates_dropped": "int64",
+    "kept": "int64",
+    "year_min": "Int64",
+    "year_max": "Int64",
+    "year_missing": "int64",
+    "campaigns": "int64",
+}
 _CODE_MODULES = (
     "phishing.py",
     "era.py",
@@ -426,8 +435,8 @@ def _jobs(
     key = hashlib.sha256(version.encode())
     for source in sources:
         files = [(f, label) for f, label in source.files if include_spam or label != SPAM]
-        per_file = None if limit is None else max(1, math.ceil(limit / len(files)))
-        for relative, label in files:
+        for rank, (relative, label) in enumerate(files):
+            per_file = None if limit is None else limit // len(files) + (rank < limit % len(files))
             path = dataset_path(source.dataset, relative)
             digest = sha256_file(path)
             expected = get_dataset(source.dataset).file(relative).sha256
@@ -663,8 +672,8 @@ def _counts(
     counts["parsed"] = parsed.reindex(counts.index, fill_value=0)
     counts["skipped"] = pd.Series(skipped, dtype="int64").reindex(counts.index, fill_value=0)
     counts["duplicates_dropped"] = removed.reindex(counts.index, fill_value=0)
-    counts = counts.join(kept).fillna({"kept": 0, "campaigns": 0})
-    counts = counts.astype({"kept": "int64", "campaigns": "int64"})
+    counts = counts.join(kept).fillna({"kept": 0, "campaigns": 0, "year_missing": 0})
+    counts = counts.astype(_COUNT_TYPES)
     order = {source.name: rank for rank, source in enumerate(SOURCES)}
     return counts.sort_index(key=lambda level: level.map(lambda v: order.get(v, v)))
 
@@ -701,6 +710,7 @@ def _save_corpus(corpus: PhishingCorpus, table_path: Path, meta_path: Path) -> N
 def _load_corpus(table_path: Path, meta_path: Path) -> PhishingCorpus:
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     counts = pd.DataFrame.from_records(meta["counts"]).set_index(["source", "label"])
+    counts = counts.astype(_COUNT_TYPES)
     return PhishingCorpus(
         table=pd.read_parquet(table_path),
         findings=[_finding_from_dict(stored) for stored in meta["findings"]],

@@ -6,6 +6,12 @@ regularisation strength ``C`` is chosen by the F1 of the positive class (phishin
 validation split, never on test. The model saves through skops, which loads without unpickling
 arbitrary objects, and explains itself by its most heavily weighted n-grams per class.
 
+Text is normalised first (see :func:`normalise_for_model`): lower case, a space on each side of
+every punctuation mark, and ``0`` for every digit run. The public Enron and Ling-Spam corpora
+are tokenised that way already (``let ' s``), so without it the model tells those sources from
+raw mail by their spacing; masking digits keeps years and dates in the text from standing in
+for the era.
+
 >>> model = TextBaseline(c_grid=(1.0,), min_df=1).fit(
 ...     ["verify your account now", "lunch on friday", "confirm your password now", "see you"],
 ...     ["phishing", "legitimate", "phishing", "legitimate"],
@@ -19,6 +25,7 @@ arbitrary objects, and explains itself by its most heavily weighted n-grams per 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -35,12 +42,24 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 
 from threattune.errors import DataError, ModelError
 
-__all__ = ["TextBaseline", "binary_scores"]
+__all__ = ["TextBaseline", "binary_scores", "normalise_for_model"]
 
 logger = logging.getLogger(__name__)
 
+_PUNCTUATION = re.compile(r"([^\w\s])")
+_DIGIT_RUNS = re.compile(r"\d+")
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 _TRUSTED_BUILTINS = frozenset({"builtins.dict", "builtins.list", "builtins.tuple"})
+
+
+def normalise_for_model(text: str) -> str:
+    """Text with the formatting differences between corpora taken out.
+
+    >>> normalise_for_model("Let's meet at 10:30, OK?")
+    "let ' s meet at 0 : 0 , ok ?"
+    """
+    text = _DIGIT_RUNS.sub("0", _PUNCTUATION.sub(r" \1 ", text.lower()))
+    return " ".join(text.split())
 
 
 def binary_scores(
@@ -83,6 +102,8 @@ class TextBaseline:
         A word or character n-gram must appear in this many training messages to count.
     max_features:
         The most n-grams kept per analyser (word and character), by training frequency.
+    normalise:
+        Apply :func:`normalise_for_model` before the n-grams are counted.
     """
 
     def __init__(
@@ -90,9 +111,10 @@ class TextBaseline:
         *,
         positive: str = "phishing",
         c_grid: Sequence[float] = (0.25, 1.0, 4.0, 16.0),
-        max_chars: int = 4000,
+        max_chars: int = 3000,
         min_df: int = 3,
         max_features: int = 200_000,
+        normalise: bool = True,
         seed: int = 0,
     ) -> None:
         self.positive = positive
@@ -100,6 +122,7 @@ class TextBaseline:
         self.max_chars = max_chars
         self.min_df = min_df
         self.max_features = max_features
+        self.normalise = normalise
         self.seed = seed
         self.pipeline: Pipeline | None = None
         self.c: float | None = None
@@ -111,7 +134,8 @@ class TextBaseline:
         return [str(label) for label in self._fitted().classes_]
 
     def _texts(self, texts: Sequence[str]) -> list[str]:
-        return [text[: self.max_chars] for text in texts]
+        cut = [text[: self.max_chars] for text in texts]
+        return [normalise_for_model(text) for text in cut] if self.normalise else cut
 
     def _features(self) -> FeatureUnion:
         common: dict[str, Any] = {
@@ -119,6 +143,7 @@ class TextBaseline:
             "min_df": self.min_df,
             "max_features": self.max_features,
             "dtype": np.float32,
+            "lowercase": not self.normalise,
         }
         return FeatureUnion(
             [
@@ -167,7 +192,7 @@ class TextBaseline:
         multiclass = len(set(labels.tolist())) > 2
         truth = validation_labels == self.positive
         best: tuple[float, float, LogisticRegression] | None = None
-        for c in self.c_grid:
+        for c in sorted(self.c_grid):
             regression = self._regression(c, multiclass)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -234,6 +259,7 @@ class TextBaseline:
             "max_chars": self.max_chars,
             "min_df": self.min_df,
             "max_features": self.max_features,
+            "normalise": self.normalise,
             "seed": self.seed,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +292,7 @@ class TextBaseline:
             max_chars=state["max_chars"],
             min_df=state["min_df"],
             max_features=state["max_features"],
+            normalise=state["normalise"],
             seed=state["seed"],
         )
         model.pipeline = state["pipeline"]
