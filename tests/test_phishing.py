@@ -178,6 +178,9 @@ def test_measure_era(corpus: PhishingCorpus) -> None:
     assert 0 <= result.era_f1 <= 1
     assert 0.5 <= result.era_auc <= 1
     assert result.baseline_f1_all is not None
+    assert result.year_matched.window == 0
+    assert set(result.year_matched.years) <= set(result.era_window.years)
+    assert result.era_window.messages >= result.year_matched.messages
     assert result.findings[0].kind == "era-confound"
     if result.era_f1 >= 0.9:
         assert result.findings[0].severity == Severity.HIGH

@@ -14,8 +14,8 @@ compares the text baseline's F1 on all test messages with its F1 on the year-mat
 test messages from years in which both phishing and non-phishing mail exist.
 
 >>> features = era_features(pd.DataFrame({"year": [2005], "hdr_present": [False]}))
->>> int(features.loc[0, "year"]), features.loc[0, "hdr_x_mailer"]
-(2005, nan)
+>>> int(features.loc[0, "year"]), bool(features["hdr_x_mailer"].isna().all())
+(2005, True)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.message import Message as EmailMessage
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "ERA_CATEGORICAL",
     "ERA_NUMERIC",
     "EraResult",
+    "YearSubset",
     "era_features",
     "header_artefacts",
     "measure_era",
@@ -81,6 +82,7 @@ _HEADER_FLAGS: dict[str, tuple[str, ...]] = {
 _PREFIXES = frozenset({"arc-", "x-ms-", "x-microsoft-", "x-forefront-", "x-eop", "list-"})
 _PREFIXES |= frozenset({"x-mailman-", "x-spam-", "x-dspam-", "x-virus-", "x-google-", "x-gm-"})
 _MAX_PARTS = 200
+_LOPSIDED = 0.05
 _SHAPE_RUNS = re.compile(r"(.)\1+")
 
 ERA_NUMERIC: tuple[str, ...] = (
@@ -126,7 +128,7 @@ def header_artefacts(parsed: EmailMessage) -> dict[str, Any]:
     >>> raw = b"X-Mailer: Outlook\\nMessage-ID: <123.ABC@mail.example>\\nSubject: hi\\n\\nbody"
     >>> artefacts = header_artefacts(message_from_bytes(raw))
     >>> artefacts["hdr_x_mailer"], artefacts["hdr_message_id_shape"]
-    (True, '9.A')
+    (True, '9.A@')
     """
     names = [str(key).lower() for key in parsed.keys()]
     present = set(names)
@@ -188,7 +190,7 @@ def _charset(part: EmailMessage) -> str | None:
 
 
 def _message_id_shape(value: str) -> dict[str, Any]:
-    """The shape of a Message-ID: ``<20041127192251.E0F5@mail.example>`` gives ``9.A9``."""
+    """The shape of a Message-ID: ``<20041127192251.E0F5@mail.example>`` gives ``9.A9A9@``."""
     value = value.strip().strip("<>")
     if not value:
         return {"hdr_message_id_shape": "none", "hdr_message_id_length": 0}
@@ -229,43 +231,71 @@ def _column(table: pd.DataFrame, name: str) -> pd.Series:
 
 
 def year_matched_years(
-    years: Sequence[float] | np.ndarray, positive: Sequence[bool] | np.ndarray, min_each: int = 20
+    years: Sequence[float] | np.ndarray,
+    positive: Sequence[bool] | np.ndarray,
+    min_each: int = 20,
+    window: int = 0,
 ) -> list[int]:
-    """Years with at least ``min_each`` messages of each class (positive and not)."""
+    """Years with at least ``min_each`` messages of each class within ``window`` years of them.
+
+    With ``window=0`` a year counts when it holds both phishing and other mail itself.
+
+    >>> year_matched_years([2002] * 3 + [2004] * 3, [False] * 3 + [True] * 3, 2, window=1)
+    []
+    >>> year_matched_years([2002] * 3 + [2004] * 3, [False] * 3 + [True] * 3, 2, window=2)
+    [2002, 2004]
+    """
     frame = pd.DataFrame({"year": np.asarray(years, float), "positive": np.asarray(positive)})
     counts = frame.dropna().groupby(["year", "positive"]).size().unstack(fill_value=0)
-    if True not in counts.columns or False not in counts.columns:
-        return []
-    both = counts[(counts[True] >= min_each) & (counts[False] >= min_each)]
-    return [int(year) for year in both.index]
+    counts = counts.reindex(columns=[False, True], fill_value=0)
+    matched = []
+    for year in counts.index:
+        near = counts[(counts.index >= year - window) & (counts.index <= year + window)].sum()
+        if near[True] >= min_each and near[False] >= min_each:
+            matched.append(int(year))
+    return matched
+
+
+@dataclass
+class YearSubset:
+    """Test messages from years where both classes exist, and how each model does on them.
+
+    ``window`` is how many years apart phishing and other mail may be for a year to count;
+    scores are None when the subset lacks one of the classes.
+    """
+
+    window: int
+    years: list[int]
+    messages: int
+    phishing: int
+    baseline_f1: float | None
+    era_f1: float | None
 
 
 @dataclass
 class EraResult:
     """What the era-only model and the year-matched comparison found.
 
-    ``era_*`` scores are the era-only model's on the test split (threshold 0.5);
-    ``baseline_f1_all`` and ``baseline_f1_matched`` the text baseline's on all test messages and
-    on those from ``matched_years``. ``importance`` ranks era features by how much test ROC AUC
-    drops when each is shuffled.
+    ``era_*`` scores are the era-only model's on the test split (threshold 0.5) and
+    ``baseline_f1_all`` the text baseline's. ``year_matched`` restricts test to years that hold
+    both classes; ``era_window`` to years with both classes within a few years. ``importance``
+    ranks era features by how much test ROC AUC drops when each is shuffled.
     """
 
     era_f1: float
     era_auc: float
     era_precision: float
     era_recall: float
-    era_f1_matched: float | None
     baseline_f1_all: float | None
-    baseline_f1_matched: float | None
-    matched_years: list[int]
     test_messages: int
-    matched_messages: int
+    year_matched: YearSubset
+    era_window: YearSubset
     importance: list[tuple[str, float]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        out = {key: value for key, value in self.__dict__.items() if key != "findings"}
+        out = asdict(self)
         out["findings"] = [finding.to_dict() for finding in self.findings]
         return out
 
@@ -308,6 +338,7 @@ def measure_era(
     baseline: TextBaseline | None = None,
     baseline_proba: np.ndarray | None = None,
     min_each: int = 20,
+    window: int = 3,
     high_f1: float = 0.9,
     medium_f1: float = 0.75,
     seed: int = 0,
@@ -316,7 +347,9 @@ def measure_era(
 
     ``split`` defaults to ``corpus.split(seed=seed)``. Give ``baseline_proba`` (the text
     model's phishing probability for each test message, in ``split.test`` order) or a fitted
-    ``baseline``; with neither, only the era-only model is measured.
+    ``baseline``; with neither, only the era-only model is measured. A year counts as matched
+    with ``min_each`` messages of each class in it, or within ``window`` years of it for the
+    era window.
 
     >>> result = measure_era(build_corpus(max_per_source=200))  # doctest: +SKIP
     >>> result.era_f1, [str(f.severity) for f in result.findings]  # doctest: +SKIP
@@ -333,32 +366,38 @@ def measure_era(
     scores = model.predict_proba(test_features)[:, 1]
     predicted = scores >= 0.5
 
-    years = table["year"].to_numpy(dtype=float)
-    matched_years = year_matched_years(years, positive, min_each)
-    matched = np.isin(years[split.test], matched_years)
     if baseline_proba is None and baseline is not None:
         baseline_proba = baseline.positive_proba(table["text"].iloc[split.test].tolist())
-    base_all = base_matched = None
-    if baseline_proba is not None:
-        base_predicted = np.asarray(baseline_proba) >= 0.5
-        base_all = _f1(test_truth, base_predicted)
-        base_matched = _f1(test_truth[matched], base_predicted[matched])
+    base_predicted = None if baseline_proba is None else np.asarray(baseline_proba) >= 0.5
+    years = table["year"].to_numpy(dtype=float)
+    subsets = []
+    for width in (0, window):
+        matched_years = year_matched_years(years, positive, min_each, width)
+        inside = np.isin(years[split.test], matched_years)
+        subsets.append(
+            YearSubset(
+                window=width,
+                years=matched_years,
+                messages=int(inside.sum()),
+                phishing=int(test_truth[inside].sum()),
+                baseline_f1=None
+                if base_predicted is None
+                else _f1(test_truth[inside], base_predicted[inside]),
+                era_f1=_f1(test_truth[inside], predicted[inside]),
+            )
+        )
 
-    importance = _importance(model, test_features, test_truth, seed)
+    both = 0 < test_truth.sum() < len(scores)
     result = EraResult(
         era_f1=float(f1_score(test_truth, predicted, zero_division=0)),
-        era_auc=float(roc_auc_score(test_truth, scores))
-        if 0 < test_truth.sum() < len(scores)
-        else float("nan"),
+        era_auc=float(roc_auc_score(test_truth, scores)) if both else float("nan"),
         era_precision=float(precision_score(test_truth, predicted, zero_division=0)),
         era_recall=float(recall_score(test_truth, predicted, zero_division=0)),
-        era_f1_matched=_f1(test_truth[matched], predicted[matched]),
-        baseline_f1_all=base_all,
-        baseline_f1_matched=base_matched,
-        matched_years=matched_years,
+        baseline_f1_all=None if base_predicted is None else _f1(test_truth, base_predicted),
         test_messages=int(len(split.test)),
-        matched_messages=int(matched.sum()),
-        importance=importance,
+        year_matched=subsets[0],
+        era_window=subsets[1],
+        importance=_importance(model, test_features, test_truth, seed),
     )
     result.findings = _findings(result, corpus, high_f1, medium_f1)
     for finding in result.findings:
@@ -407,46 +446,53 @@ def _findings(
         )
     )
 
-    positive = corpus.is_positive()
-    years = corpus.table["year"]
-    one_class = sorted(
-        int(year)
-        for year, group in pd.Series(positive, index=years.index).groupby(years)
-        if group.all() or not group.any()
-    )
-    if one_class:
+    dated = pd.DataFrame({"year": corpus.table["year"], "positive": corpus.is_positive()})
+    dated = dated.dropna()
+    share = dated.groupby("year")["positive"].transform("mean")
+    lopsided = (share >= 1 - _LOPSIDED) | (share <= _LOPSIDED)
+    if len(dated) and lopsided.mean() > 0.5:
+        years = sorted(int(year) for year in dated.loc[lopsided, "year"].unique())
         findings.append(
             Finding(
                 "single-class-years",
                 Severity.MEDIUM,
                 "corpus years",
-                f"{len(one_class)} years hold messages of one class only, so the year alone "
-                "decides them",
-                {"years": one_class},
+                f"{lopsided.mean():.0%} of dated messages come from years where at least "
+                f"{1 - _LOPSIDED:.0%} share one label, so the year alone nearly decides them",
+                {"share": round(float(lopsided.mean()), 4), "years": years},
             )
         )
-    if result.baseline_f1_all is not None and result.baseline_f1_matched is not None:
-        drop = result.baseline_f1_all - result.baseline_f1_matched
-        findings.append(
-            Finding(
-                "year-matched-gap",
-                Severity.MEDIUM if drop > 0.05 else Severity.INFO,
-                "text baseline",
-                f"text baseline F1 {result.baseline_f1_all:.3f} on all test messages, "
-                f"{result.baseline_f1_matched:.3f} on the {result.matched_messages} from years "
-                "with both classes",
-                {"drop": round(drop, 4), "years": result.matched_years},
-            )
-        )
-    elif result.matched_messages == 0:
-        findings.append(
-            Finding(
-                "no-year-matched-test",
-                Severity.MEDIUM,
-                "test split",
-                "no test message comes from a year with both classes; the era cannot be "
-                "separated from the lure",
-                {"years": result.matched_years},
-            )
-        )
+    for subset in (result.year_matched, result.era_window):
+        findings.append(_subset_finding(result.baseline_f1_all, subset))
     return findings
+
+
+def _subset_finding(baseline_f1: float | None, subset: YearSubset) -> Finding:
+    what = "the same year" if subset.window == 0 else f"within {subset.window} years"
+    evidence = asdict(subset)
+    if subset.era_f1 is None:
+        return Finding(
+            "no-year-matched-test",
+            Severity.MEDIUM,
+            f"years matched {what}",
+            f"no test subset holds phishing and other mail from {what}; the era cannot be "
+            "told apart from the lure there",
+            evidence,
+        )
+    if baseline_f1 is None or subset.baseline_f1 is None:
+        return Finding(
+            "year-matched-subset",
+            Severity.INFO,
+            f"years matched {what}",
+            f"era-only F1 {subset.era_f1:.3f} on the {subset.messages} test messages from {what}",
+            evidence,
+        )
+    drop = baseline_f1 - subset.baseline_f1
+    return Finding(
+        "year-matched-gap",
+        Severity.MEDIUM if drop > 0.05 else Severity.INFO,
+        f"years matched {what}",
+        f"text baseline F1 {baseline_f1:.3f} on all test messages, {subset.baseline_f1:.3f} on "
+        f"the {subset.messages} from {what} (era-only F1 there {subset.era_f1:.3f})",
+        {**evidence, "drop": round(drop, 4)},
+    )

@@ -124,6 +124,7 @@ class CorpusSource:
 
     ``files`` pairs each file with the one label it holds, or None when its messages name their
     own (Enron parts hold both legitimate mail and spam). ``label`` forces every message's label.
+    ``headers`` says whether its messages keep their mail headers (text-only corpora do not).
     """
 
     name: str
@@ -131,14 +132,6 @@ class CorpusSource:
     files: tuple[tuple[str, str | None], ...]
     label: str | None = None
     headers: bool = True
-
-    def labels(self) -> set[str]:
-        """The labels this source can give."""
-        if self.label is not None:
-            return {self.label}
-        return {label or LEGITIMATE for _, label in self.files} | {
-            SPAM for _, label in self.files if label is None
-        }
 
 
 SOURCES: tuple[CorpusSource, ...] = (
@@ -257,7 +250,11 @@ def cache_dir() -> Path:
 
 
 class _ArtefactReader(MailReader):
-    """A mail reader that also keeps each raw message's header artefacts, by source position."""
+    """A mail reader that also keeps each raw message's header artefacts, by source position.
+
+    It hooks the step where the reader turns a parsed message into a :class:`Message`, the one
+    place the parsed headers and MIME tree are still at hand.
+    """
 
     def __init__(self) -> None:
         super().__init__()
