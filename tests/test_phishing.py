@@ -177,6 +177,7 @@ def test_measure_era(corpus: PhishingCorpus) -> None:
     assert isinstance(result, EraResult)
     assert 0 <= result.era_f1 <= 1
     assert 0.5 <= result.era_auc <= 1
+    assert 0 <= result.headers_f1 <= 1
     assert result.baseline_f1_all is not None
     assert result.year_matched.window == 0
     assert set(result.year_matched.years) <= set(result.era_window.years)

@@ -392,7 +392,7 @@ def test_settings_grid_unknown_setting_is_a_config_error() -> None:
     """A misspelt model setting is refused with the known names."""
     with pytest.raises(ConfigError, match="unknown boosted-trees setting") as caught:
         settings_grid({"max_dept": 4})
-    assert caught.value.field == "max_dept"
+    assert caught.value.field == "model.max_dept"
 
 
 def test_load_task_unknown_setting_suggests_the_close_one(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ verdicts_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(verdicts_app, name="verdicts")
 
+
 def _register_wings() -> None:
     """Commands that live beside the wings they drive."""
     from threattune._cli_cascade import register as register_cascade
@@ -125,11 +126,12 @@ def data_verify(name: Annotated[str, typer.Argument(help="Dataset name, e.g. nsl
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="A labelled CSV or Parquet file of flows.")],
     label_column: Annotated[str, typer.Option(help="The column that holds each flow's class.")],
+    delimiter: Annotated[str, typer.Option(help="CSV field delimiter.")] = ",",
 ) -> None:
     """Show the feature types threattune infers for a file, the columns it drops and why."""
     from threattune.sources.flows import load_labelled_table
 
-    table = load_labelled_table(path, label_column=label_column)
+    table = load_labelled_table(path, label_column=label_column, delimiter=delimiter)
     typer.echo(
         f"{len(table):,} flows, {len(table.feature_types)} features, {len(table.classes)} classes\n"
     )
@@ -212,6 +214,9 @@ def train(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits and fitting.")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV field delimiter of a CSV task [default: ,].")
+    ] = None,
     goal: Annotated[
         str | None,
         typer.Option(
@@ -235,7 +240,7 @@ def train(
                 fix=f"threattune train {task} --label-column NAME",
             )
         flow_task = tasks.task_from_table(
-            path, label_column=label_column, benign_class=benign_class
+            path, label_column=label_column, benign_class=benign_class, delimiter=delimiter or ","
         )
     else:
         flow_task = tasks.load_task(task)
@@ -243,6 +248,8 @@ def train(
         flow_task = replace(flow_task, seed=seed)
     if goal is not None:
         flow_task = replace(flow_task, operating_goal=goal)
+    if delimiter is not None:
+        flow_task = replace(flow_task, delimiter=delimiter)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     output = output or Path("runs") / f"{flow_task.name}-{stamp}"
 
@@ -289,40 +296,18 @@ def evaluate(
 ) -> None:
     """Evaluate a model and its baseline on labelled flows and write a report."""
     from threattune import tracking
-    from threattune.evaluation import class_codes, labelled_flows
-    from threattune.evaluation import evaluate as measure
+    from threattune.evaluation import labelled_flows
     from threattune.report import EvaluationReport, summary_table
 
     flow_model = tracking.open_model(model)
     features, labels, source = labelled_flows(flow_model, list(files))
-    codes = class_codes(labels, flow_model.classes, source=source)
     dataset = name or ", ".join(p.name for p in files)
     report = EvaluationReport(
         title=f"threattune evaluation: {flow_model.manifest.get('task', 'model')} on {dataset}",
         evaluations=[],
         context={"model": model, "labelled flows": source},
     )
-    probabilities = [("boosted-trees", flow_model.predict_proba(features))]
-    if flow_model.baseline is not None:
-        probabilities.append(("baseline", flow_model.baseline_proba(features)))
-    for model_name, proba in probabilities:
-        predicted = None
-        if flow_model.operating_point is not None:
-            decided = flow_model.decide(proba).classes
-            predicted = class_codes(decided, flow_model.classes, source=source)
-        result = measure(
-            codes,
-            proba,
-            flow_model.classes,
-            flow_model.benign_class,
-            dataset=dataset,
-            model=model_name,
-            predicted=predicted,
-            techniques=flow_model.technique_labels(),
-        )
-        report.add(
-            result, codes != flow_model.benign_index, 1.0 - proba[:, flow_model.benign_index]
-        )
+    report.add_model(flow_model, features, labels, dataset, source=source)
     path = report.write(output)
     typer.echo(summary_table(report.evaluations))
     typer.echo(f"\nreport: {path}")
@@ -538,8 +523,16 @@ def _print_findings(findings: list, *, minimum: str = "low") -> None:
 _register_wings()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point of the ``threattune`` command."""
+    import signal
+
+    # SIGTERM unwinds like Ctrl-C, so partial outputs are removed and earlier ones kept.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         app()
     except ThreatTuneError as exc:

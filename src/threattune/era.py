@@ -1,7 +1,7 @@
 """The era confound: how much a model can tell phishing from legitimate mail without the lure.
 
 Public phishing corpora come from other years and other mailboxes than public legitimate mail:
-Enron and SpamAssassin ham are from 1999-2005, Phishing Pot from 2022-2024, and each collection
+Enron and SpamAssassin ham are from 1999-2002, Phishing Pot from 2022-2024, and each collection
 carries its own header artefacts (an Exchange Online hop stamp, a mailing-list footer header, a
 mail client's status flags). A text model can score well by learning when and where a message
 was collected rather than what it asks the reader to do.
@@ -9,9 +9,11 @@ was collected rather than what it asks the reader to do.
 This module measures that. It trains a classifier on **only** date-derived and header-artefact
 features (year, weekday, hour, time zone, which headers are present, Received hop count,
 charset, MIME structure, Message-ID shape), never on the subject or body, with the same
-campaign-grouped split as the text model, and reports its F1 and ROC AUC on test. It also
-compares the text baseline's F1 on all test messages with its F1 on the year-matched subset:
-test messages from years in which both phishing and non-phishing mail exist.
+campaign-grouped split as the text model, and reports its F1 and ROC AUC on test; a second
+model sees the header artefacts alone, without any date. It also compares the text baseline's
+F1 on all test messages with its F1 on the year-matched subset (test messages from years in
+which both phishing and other mail exist) and on an era window (years with both classes within
+a few years of them), for corpora where no single year holds both.
 
 >>> features = era_features(pd.DataFrame({"year": [2005], "hdr_present": [False]}))
 >>> int(features.loc[0, "year"]), bool(features["hdr_x_mailer"].isna().all())
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from threattune.phishing import PhishingCorpus
 
 __all__ = [
+    "DATE_FEATURES",
     "ERA_CATEGORICAL",
     "ERA_NUMERIC",
     "EraResult",
@@ -102,6 +105,9 @@ ERA_NUMERIC: tuple[str, ...] = (
     *(f"hdr_{name}" for name in _HEADER_FLAGS),
 )
 """Numeric and yes/no features of the era model (missing for text-only sources)."""
+
+DATE_FEATURES: tuple[str, ...] = ("year", "weekday", "hour", "tz_offset_min")
+"""The date-derived features, left out of the header-artefacts-only model."""
 
 ERA_CATEGORICAL: tuple[str, ...] = (
     "hdr_content_type",
@@ -276,16 +282,19 @@ class YearSubset:
 class EraResult:
     """What the era-only model and the year-matched comparison found.
 
-    ``era_*`` scores are the era-only model's on the test split (threshold 0.5) and
-    ``baseline_f1_all`` the text baseline's. ``year_matched`` restricts test to years that hold
-    both classes; ``era_window`` to years with both classes within a few years. ``importance``
-    ranks era features by how much test ROC AUC drops when each is shuffled.
+    ``era_*`` scores are the era-only model's on the test split (threshold 0.5), ``headers_*``
+    those of the same model without the date features, and ``baseline_f1_all`` the text
+    baseline's. ``year_matched`` restricts test to years that hold both classes; ``era_window``
+    to years with both classes within a few years. ``importance`` ranks era features by how
+    much test ROC AUC drops when each is shuffled.
     """
 
     era_f1: float
     era_auc: float
     era_precision: float
     era_recall: float
+    headers_f1: float
+    headers_auc: float
     baseline_f1_all: float | None
     test_messages: int
     year_matched: YearSubset
@@ -300,7 +309,7 @@ class EraResult:
         return out
 
 
-def _era_model(seed: int) -> Pipeline:
+def _era_model(seed: int, numeric: Sequence[str] = ERA_NUMERIC) -> Pipeline:
     encode = OrdinalEncoder(
         handle_unknown="use_encoded_value",
         unknown_value=-1,
@@ -311,7 +320,7 @@ def _era_model(seed: int) -> Pipeline:
     columns = ColumnTransformer(
         [
             ("categorical", encode, list(ERA_CATEGORICAL)),
-            ("numeric", "passthrough", list(ERA_NUMERIC)),
+            ("numeric", "passthrough", list(numeric)),
         ]
     )
     categorical = list(range(len(ERA_CATEGORICAL)))
@@ -323,6 +332,12 @@ def _era_model(seed: int) -> Pipeline:
         random_state=seed,
     )
     return Pipeline([("columns", columns), ("model", model)])
+
+
+def _auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(roc_auc_score(truth, scores))
 
 
 def _f1(truth: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -365,6 +380,9 @@ def measure_era(
     test_features = features.iloc[split.test]
     scores = model.predict_proba(test_features)[:, 1]
     predicted = scores >= 0.5
+    undated = [name for name in ERA_NUMERIC if name not in DATE_FEATURES]
+    headers = _era_model(seed, undated).fit(features.iloc[train], positive[train])
+    header_scores = headers.predict_proba(test_features)[:, 1]
 
     if baseline_proba is None and baseline is not None:
         baseline_proba = baseline.positive_proba(table["text"].iloc[split.test].tolist())
@@ -387,12 +405,13 @@ def measure_era(
             )
         )
 
-    both = 0 < test_truth.sum() < len(scores)
     result = EraResult(
         era_f1=float(f1_score(test_truth, predicted, zero_division=0)),
-        era_auc=float(roc_auc_score(test_truth, scores)) if both else float("nan"),
+        era_auc=_auc(test_truth, scores),
         era_precision=float(precision_score(test_truth, predicted, zero_division=0)),
         era_recall=float(recall_score(test_truth, predicted, zero_division=0)),
+        headers_f1=float(f1_score(test_truth, header_scores >= 0.5, zero_division=0)),
+        headers_auc=_auc(test_truth, header_scores),
         baseline_f1_all=None if base_predicted is None else _f1(test_truth, base_predicted),
         test_messages=int(len(split.test)),
         year_matched=subsets[0],
@@ -441,8 +460,13 @@ def _findings(
             severity,
             "era-only model",
             f"a model that sees only dates and header artefacts reaches test F1 "
-            f"{result.era_f1:.3f} (AUC {result.era_auc:.3f}); strongest: {top or 'none'}",
-            {**evidence, "importance": result.importance},
+            f"{result.era_f1:.3f} (AUC {result.era_auc:.3f}; {result.headers_f1:.3f} on header "
+            f"artefacts alone); strongest: {top or 'none'}",
+            {
+                **evidence,
+                "headers_f1": round(result.headers_f1, 4),
+                "importance": result.importance,
+            },
         )
     )
 

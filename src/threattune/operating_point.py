@@ -798,8 +798,14 @@ def plot_operating_point(
     axes.errorbar(
         point.recall,
         point.precision,
-        xerr=[[point.recall - point.recall_ci[0]], [point.recall_ci[1] - point.recall]],
-        yerr=[[point.precision - point.precision_ci[0]], [point.precision_ci[1] - point.precision]],
+        xerr=[
+            [max(point.recall - point.recall_ci[0], 0.0)],
+            [max(point.recall_ci[1] - point.recall, 0.0)],
+        ],
+        yerr=[
+            [max(point.precision - point.precision_ci[0], 0.0)],
+            [max(point.precision_ci[1] - point.precision, 0.0)],
+        ],
         fmt="o",
         color="C3" if point.achievable else "C1",
         capsize=3,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from threattune import _plots
-from threattune.evaluation import Evaluation
+from threattune.evaluation import Evaluation, class_codes, evaluate
 from threattune.findings import Finding
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,43 @@ class EvaluationReport:
         """Add one evaluation and the attack scores behind its PR curve."""
         self.evaluations.append(evaluation)
         self.curves.setdefault(evaluation.dataset, {})[evaluation.model] = (is_attack, attack_score)
+
+    def add_model(
+        self,
+        model: Any,
+        features: Any,
+        labels: np.ndarray,
+        dataset: str,
+        *,
+        source: str,
+    ) -> list[Evaluation]:
+        """Measure a flow model on labelled flows: the trees at their most probable class, at
+        their operating point (when set), and the baseline at its most probable class."""
+        codes = class_codes(labels, model.classes, source=source)
+        proba = model.predict_proba(features)
+        runs = [("boosted-trees", proba, None)]
+        if model.operating_point is not None:
+            decided = class_codes(model.decide(proba).classes, model.classes, source=source)
+            runs.append(("boosted-trees@operating-point", proba, decided))
+        if model.baseline is not None:
+            runs.append(("baseline", model.baseline_proba(features), None))
+        out = []
+        for name, probabilities, predicted in runs:
+            evaluation = evaluate(
+                codes,
+                probabilities,
+                model.classes,
+                model.benign_class,
+                dataset=dataset,
+                model=name,
+                predicted=predicted,
+                techniques=model.technique_labels(),
+            )
+            self.add(
+                evaluation, codes != model.benign_index, 1.0 - probabilities[:, model.benign_index]
+            )
+            out.append(evaluation)
+        return out
 
     def primary(self, dataset: str) -> Evaluation | None:
         """The model's evaluation as deployed: at its operating point when it has one."""

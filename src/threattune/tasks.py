@@ -67,6 +67,7 @@ class FlowTask:
     seed: int = 42
     model: dict[str, Any] = field(default_factory=dict)
     operating_goal: str | None = "fpr<=0.01"
+    delimiter: str = ","
     description: str = ""
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -123,6 +124,7 @@ class FlowTask:
                 paths,
                 label_column=self.label_column or flows.CICFLOWMETER_LABEL,
                 keep_columns=self.keep_columns,
+                delimiter=self.delimiter,
             )
         tables = [
             flows.load_labelled_table(
@@ -130,6 +132,7 @@ class FlowTask:
                 label_column=self.label_column or "",
                 drop_columns=self.drop_columns,
                 categorical=self.categorical,
+                delimiter=self.delimiter,
             )
             for path in paths
         ]
@@ -263,7 +266,7 @@ def _task_from_spec(spec: Any, path: Path) -> FlowTask:
     known = {
         "name", "reader", "train", "test", "label_column", "benign_class", "attack_mapping",
         "granularity", "drop_columns", "keep_columns", "categorical", "evaluation", "folds",
-        "validation_fraction", "seed", "model", "description", "operating_goal",
+        "validation_fraction", "seed", "model", "description", "operating_goal", "delimiter",
     }  # fmt: skip
     unknown = sorted(set(spec) - known)
     if unknown:
@@ -318,6 +321,7 @@ def _task_from_spec(spec: Any, path: Path) -> FlowTask:
             seed=int(spec.get("seed", 42)),
             model=dict(spec.get("model") or {}),
             operating_goal=spec.get("operating_goal", "fpr<=0.01"),
+            delimiter=str(spec.get("delimiter", ",")),
             description=str(spec.get("description", "")),
             base_dir=path.parent.resolve(),
         )
@@ -340,6 +344,7 @@ def task_from_table(
     benign_class: str | None = None,
     attack_mapping: str | None = None,
     drop_columns: tuple[str, ...] = (),
+    delimiter: str = ",",
 ) -> FlowTask:
     """A task made on the spot from one labelled CSV or Parquet file of a user's flows."""
     path = Path(path).resolve()
@@ -351,6 +356,7 @@ def task_from_table(
         benign_class=benign_class,
         attack_mapping=attack_mapping,
         drop_columns=drop_columns,
+        delimiter=delimiter,
         description=f"flows from {path.name}, labelled by column '{label_column}'",
         base_dir=path.parent,
     )

@@ -169,7 +169,15 @@ def _requirements() -> list[str]:
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point ``alias`` (for instance ``champion``) of a registered model at ``version``."""
     mlflow = _mlflow()
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    try:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    except mlflow.exceptions.MlflowException as exc:
+        raise TrackingError(
+            f"cannot point alias '{alias}' at {name} version {version}: {str(exc).splitlines()[0]}",
+            field="VERSION",
+            found=f"tracking URI {tracking_uri()}",
+            fix="list the registered versions with 'threattune models list'",
+        ) from exc
 
 
 def aliases(name: str) -> dict[str, str]:

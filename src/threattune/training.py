@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +30,8 @@ from sklearn.model_selection import StratifiedKFold
 from threattune import tracking
 from threattune.attack import AttackMapping
 from threattune.diagnosis.profile import ReferenceProfile
-from threattune.evaluation import Evaluation, class_codes, evaluate
+from threattune.evaluation import class_codes, evaluate
+from threattune.findings import Finding, Severity
 from threattune.fingerprint import Fingerprint
 from threattune.flow_model import REFERENCE_PROFILE, VALIDATION_SCORES, FlowModel
 from threattune.models.baseline import Baseline
@@ -36,6 +39,7 @@ from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
 from threattune.operating_point import OperatingPoint, choose_threshold
 from threattune.preprocessing import FlowEncoder
 from threattune.report import EvaluationReport
+from threattune.sources._tables import check_readable
 from threattune.sources.flows import FlowTable
 from threattune.tasks import FlowTask
 
@@ -249,40 +253,6 @@ def _describe_point(point: OperatingPoint | None) -> str:
     )
 
 
-def _evaluate_both(
-    report: EvaluationReport,
-    model: FlowModel,
-    table: FlowTable,
-    dataset: str,
-) -> list[Evaluation]:
-    """The trees at the top class, at the operating point (when set), and the baseline."""
-    codes = class_codes(table.labels.to_numpy(), model.classes, source=table.source)
-    techniques = model.technique_labels()
-    proba = model.predict_proba(table.features)
-    runs = [("boosted-trees", proba, None)]
-    if model.operating_point is not None:
-        decided = class_codes(model.decide(proba).classes, model.classes, source=table.source)
-        runs.append(("boosted-trees@operating-point", proba, decided))
-    runs.append(("baseline", model.baseline_proba(table.features), None))
-    out = []
-    for name, probabilities, predicted in runs:
-        evaluation = evaluate(
-            codes,
-            probabilities,
-            model.classes,
-            model.benign_class,
-            dataset=dataset,
-            model=name,
-            predicted=predicted,
-            techniques=techniques,
-        )
-        report.add(
-            evaluation, codes != model.benign_index, 1.0 - probabilities[:, model.benign_index]
-        )
-        out.append(evaluation)
-    return out
-
-
 def cross_validate(
     table: FlowTable, task: FlowTask, classes: list[str], benign_class: str
 ) -> dict[str, Any]:
@@ -352,13 +322,66 @@ def train(
     track: bool = True,
     alias: str | None = None,
 ) -> TrainingResult:
-    """Train, evaluate and (by default) track and register a flow model for ``task``."""
+    """Train, evaluate and (by default) track and register a flow model for ``task``.
+
+    Everything is written to a staging folder beside ``output_dir`` that replaces it only when
+    the run has succeeded, so a failed or interrupted run leaves an earlier model and report
+    in ``output_dir`` as they were.
+    """
+    settings_grid(task.model)
+    for references in task.tests.values():
+        for reference in references:
+            check_readable(task.resolve(reference))
+    final = Path(output_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        result = _train_into(task, staging, register=register, track=track, alias=alias)
+        _publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result.model_folder = final / "model"
+    result.report_path = final / "report" / result.report_path.name
+    return result
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Put a finished run in place of ``final``, removing what was there only afterwards."""
+    retired = final.parent / f".{final.name}.replaced-{os.getpid()}"
+    if final.exists():
+        final.rename(retired)
+    staging.rename(final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _train_into(
+    task: FlowTask,
+    output_dir: Path,
+    *,
+    register: bool,
+    track: bool,
+    alias: str | None,
+) -> TrainingResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     table = task.load()
     classes = sorted(table.labels.unique())
     benign_class = task.choose_benign(classes)
     _, techniques = _mapping_for(task, classes)
+    unmapped = [c for c in classes if c != benign_class and not techniques.get(c)]
+    if unmapped:
+        table.findings.append(
+            Finding(
+                "unmapped-class",
+                Severity.LOW,
+                ", ".join(unmapped),
+                f"{len(unmapped)} attack classes map to no ATT&CK technique; their alerts "
+                "carry none",
+                {"classes": unmapped, "mapping": task.attack_mapping},
+            )
+        )
     timings["load"] = time.perf_counter() - started
     logger.info("loaded %d flows, %d classes from %s", len(table), len(classes), table.source)
 
@@ -429,9 +452,17 @@ def train(
         },
         findings=list(table.findings),
     )
-    _evaluate_both(report, model, table.subset(valid_rows), "validation")
+    validation = table.subset(valid_rows)
+    report.add_model(
+        model,
+        validation.features,
+        validation.labels.to_numpy(),
+        "validation",
+        source=validation.source,
+    )
     for name, references in task.tests.items():
-        _evaluate_both(report, model, task.load(references), name)
+        test = task.load(references)
+        report.add_model(model, test.features, test.labels.to_numpy(), name, source=test.source)
     if cv is not None:
         report.notes.append(_describe_cv(cv))
         report.sections.append(_cv_table(cv, techniques))

@@ -7,6 +7,7 @@ unpickling anything.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
@@ -37,10 +38,34 @@ class BoostedTreesSettings:
     class_weight: str = "balanced-sqrt"
 
     def __post_init__(self) -> None:
+        ranges = {
+            "max_depth": (1, 20, int),
+            "learning_rate": (1e-4, 1.0, float),
+            "max_rounds": (1, 10_000, int),
+            "early_stopping_rounds": (1, 1_000, int),
+            "min_child_weight": (0.0, 1e6, float),
+            "subsample": (0.05, 1.0, float),
+            "colsample_bytree": (0.05, 1.0, float),
+        }
+        for name, (low, high, kind) in ranges.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and not float(value).is_integer())
+                or not low <= value <= high
+            ):
+                raise ConfigError(
+                    "boosted-trees setting out of range",
+                    field=f"model.{name}",
+                    expected=f"{'a whole number' if kind is int else 'a number'} from {low} "
+                    f"to {high}",
+                    found=repr(value),
+                )
         if self.class_weight not in {"none", "balanced", "balanced-sqrt"}:
             raise ConfigError(
                 "unknown class weighting",
-                field="class_weight",
+                field="model.class_weight",
                 expected="none, balanced or balanced-sqrt",
                 found=self.class_weight,
             )
@@ -50,10 +75,12 @@ class BoostedTreesSettings:
         known = set(asdict(self))
         unknown = sorted(set(overrides) - known)
         if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
             raise ConfigError(
                 "unknown boosted-trees setting",
-                field=unknown[0],
+                field=f"model.{unknown[0]}",
                 expected=", ".join(sorted(known)),
+                fix=f"did you mean '{close[0]}'?" if close else None,
             )
         return replace(self, **overrides)
 

@@ -110,7 +110,7 @@ class TextBaseline:
         self,
         *,
         positive: str = "phishing",
-        c_grid: Sequence[float] = (0.25, 1.0, 4.0, 16.0),
+        c_grid: Sequence[float] = (0.25, 1.0, 4.0, 16.0, 64.0),
         max_chars: int = 3000,
         min_df: int = 3,
         max_features: int = 200_000,

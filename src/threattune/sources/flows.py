@@ -92,6 +92,9 @@ CICFLOWMETER_IDENTIFIERS: dict[str, str] = {
 
 _ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$|^[0-9a-fA-F:]+:[0-9a-fA-F:]+$")
 _MAX_CATEGORIES = 1_000
+_ID_NAME = re.compile(
+    r"(?i)(^|[_\s.-])(id|uid|uuid|index|idx|row|record|seq|serial)$|^(id|no|nr)[_\s.-]"
+)
 
 
 @dataclass
@@ -226,6 +229,7 @@ def load_cicflowmeter(
     label_column: str = CICFLOWMETER_LABEL,
     keep_columns: Sequence[str] = (),
     deduplicate: bool = True,
+    delimiter: str = ",",
 ) -> FlowTable:
     """Load CICFlowMeter CSV exports (CICIDS2017 and the like) into a flow table.
 
@@ -234,7 +238,7 @@ def load_cicflowmeter(
     exact duplicate flows (once identifiers are gone) are dropped when ``deduplicate``.
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    frames = [_tables.read_table(path) for path in paths]
+    frames = [_tables.read_table(path, delimiter=delimiter) for path in paths]
     for path, frame in zip(paths, frames, strict=True):
         if label_column not in frame.columns:
             raise DataError(
@@ -391,7 +395,10 @@ def infer_feature_types(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, 
     for column in frame.columns:
         values = frame[column]
         if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            feature_types[column] = "numeric"
+            if _looks_like_row_id(str(column), values):
+                dropped[column] = "identifier: a row or record number, distinct on most rows"
+            else:
+                feature_types[column] = "numeric"
             continue
         text = values.dropna().astype(str)
         sample = text.head(1_000)
@@ -411,6 +418,16 @@ def infer_feature_types(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, 
         else:
             feature_types[column] = "categorical"
     return feature_types, dropped
+
+
+def _looks_like_row_id(name: str, values: pd.Series) -> bool:
+    """An integer column named like an id whose values are distinct on most rows."""
+    if not _ID_NAME.search(name) or pd.api.types.is_bool_dtype(values):
+        return False
+    present = values.dropna()
+    if present.empty or not np.all(np.mod(present.to_numpy(dtype=float), 1) == 0):
+        return False
+    return bool(present.nunique() > 0.5 * len(present))
 
 
 def _looks_like_time(sample: pd.Series) -> bool:
