@@ -326,7 +326,11 @@ def score(
     batch_rows: Annotated[int, typer.Option(help="Flows per batch; memory grows with it.")] = 65536,
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter.")] = ",",
     ignore_extra_columns: Annotated[
-        bool, typer.Option(help="Carry columns that are not features through to the output.")
+        bool,
+        typer.Option(
+            help="Accept columns that are not features of the model (they are carried through to "
+            "the output) instead of refusing the file."
+        ),
     ] = False,
 ) -> None:
     """Score flows in batches: class, score, attack score, alert and ATT&CK techniques per row."""
