@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import numpy as np
@@ -154,9 +155,7 @@ def test_header_artefacts_ignore_headers_written_in_the_body() -> None:
         b"From: a@b.example\nSubject: hi\nMessage-ID: <1.2@b.example>\n\n"
         b"X-Mailer: not a header\nDKIM-Signature: nor this\n"
     )
-    artefacts = header_artefacts(
-        __import__("email").message_from_bytes(raw, policy=__import__("email").policy.default)
-    )
+    artefacts = header_artefacts(message_from_bytes(raw, policy=policy.default))
     assert artefacts["hdr_x_mailer"] is False
     assert artefacts["hdr_dkim_signature"] is False
     assert artefacts["hdr_count"] == 3

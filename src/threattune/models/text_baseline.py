@@ -209,6 +209,8 @@ class TextBaseline:
         self.c = best[1]
         self.pipeline = Pipeline([("features", features), ("model", best[2])])
         logger.info("chose C=%g in %.1f s", self.c, time.perf_counter() - started)
+        if len(self.c_grid) > 1 and self.c in (min(self.c_grid), max(self.c_grid)):
+            logger.warning("C=%g is at the edge of the grid; a wider grid may do better", self.c)
         return self
 
     def _fitted(self) -> Pipeline:
