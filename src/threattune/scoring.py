@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "OUTPUT_FORMATS",
     "ScoringSummary",
+    "headerless_names",
     "iter_input",
     "prepare_features",
     "score_features",
@@ -151,28 +152,8 @@ def iter_input(
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     """Stream an input file as (first line number, batch), read as the model expects."""
     path = Path(path)
-    names = None
-    has_header = True
-    if model.fingerprint.input_format.get("reader") == "nsl-kdd" and not _tables.is_parquet(path):
-        _tables.check_readable(path)
-        first = next(csv.reader([_tables.first_line(path)], delimiter=delimiter))
-        if first[0].strip() != NSL_KDD_FEATURES[0]:
-            widths = {
-                len(NSL_KDD_FEATURES): NSL_KDD_FEATURES,
-                len(NSL_KDD_COLUMNS): NSL_KDD_COLUMNS,
-            }
-            if len(first) not in widths:
-                raise DataError(
-                    "not an NSL-KDD file",
-                    path=path,
-                    line=1,
-                    expected="41 features, optionally followed by the attack name and difficulty",
-                    found=f"{len(first)} fields",
-                    fix="export the flows with the model's 41 NSL-KDD features, or add a header",
-                )
-            names = widths[len(first)]
-            has_header = False
-
+    names = headerless_names(model, path, delimiter=delimiter)
+    has_header = names is None
     line = 2 if has_header else 1
     for batch in _tables.iter_batches(
         path,
@@ -184,6 +165,31 @@ def iter_input(
     ):
         yield line, batch
         line += len(batch)
+
+
+def headerless_names(model: FlowModel, path: Path, *, delimiter: str = ",") -> list[str] | None:
+    """Column names for a headerless NSL-KDD file read by an NSL-KDD model, else None.
+
+    Such files hold the 41 features, optionally followed by the attack name and difficulty; a
+    file whose first line starts with the first feature's name has a header and needs none.
+    """
+    if model.fingerprint.input_format.get("reader") != "nsl-kdd" or _tables.is_parquet(path):
+        return None
+    _tables.check_readable(path)
+    first = next(csv.reader([_tables.first_line(path)], delimiter=delimiter))
+    if first[0].strip() == NSL_KDD_FEATURES[0]:
+        return None
+    widths = {len(NSL_KDD_FEATURES): NSL_KDD_FEATURES, len(NSL_KDD_COLUMNS): NSL_KDD_COLUMNS}
+    if len(first) not in widths:
+        raise DataError(
+            "not an NSL-KDD file",
+            path=path,
+            line=1,
+            expected="41 features, optionally followed by the attack name and difficulty",
+            found=f"{len(first)} fields",
+            fix="export the flows with the model's 41 NSL-KDD features, or add a header",
+        )
+    return list(widths[len(first)])
 
 
 def score_file(

@@ -60,8 +60,9 @@ from threattune.diagnosis.profile import ReferenceProfile
 from threattune.errors import ConfigError, DataError, ModelError, SchemaMismatch
 from threattune.findings import Finding, Severity, worst
 from threattune.flow_model import REFERENCE_PROFILE, FlowModel
+from threattune.scoring import headerless_names
 from threattune.sources import _tables
-from threattune.sources.flows import NSL_KDD_COLUMNS, NSL_KDD_FEATURES, nsl_kdd_category
+from threattune.sources.flows import nsl_kdd_category
 
 __all__ = ["MAX_ROWS", "Diagnosis", "Segment", "diagnose", "read_segment"]
 
@@ -344,7 +345,7 @@ def _batches(
             yield source.iloc[start : start + batch_rows].reset_index(drop=True)
         return
     path = Path(source)
-    names = _nsl_kdd_names(model, path)
+    names = headerless_names(model, path)
     header = names or _header(path)
     numeric = [c.name for c in model.fingerprint.columns if c.kind == "numeric"]
     typed = [] if text else [c for c in numeric if c in header]
@@ -355,25 +356,6 @@ def _header(path: Path) -> list[str]:
     if _tables.is_parquet(path):
         return []
     return [c.strip() for c in next(csv.reader([_tables.first_line(path)]))]
-
-
-def _nsl_kdd_names(model: FlowModel, path: Path) -> list[str] | None:
-    if model.fingerprint.input_format.get("reader") != "nsl-kdd" or _tables.is_parquet(path):
-        return None
-    _tables.check_readable(path)
-    first = next(csv.reader([_tables.first_line(path)]))
-    if first[0].strip() == NSL_KDD_FEATURES[0]:
-        return None
-    widths = {len(NSL_KDD_FEATURES): NSL_KDD_FEATURES, len(NSL_KDD_COLUMNS): NSL_KDD_COLUMNS}
-    if len(first) not in widths:
-        raise DataError(
-            "not an NSL-KDD file",
-            path=path,
-            line=1,
-            expected="41 features, optionally followed by the attack name and difficulty",
-            found=f"{len(first)} fields",
-        )
-    return list(widths[len(first)])
 
 
 def _open(model: FlowModel | str | Path) -> FlowModel:

@@ -150,6 +150,19 @@ class FlowTable:
         )
 
 
+def require_label_column(frame: pd.DataFrame, path: Path, label_column: str) -> None:
+    """Raise a :class:`DataError` naming the file and its columns when the label is missing."""
+    if label_column not in frame.columns:
+        raise DataError(
+            "label column not found",
+            path=path,
+            field=label_column,
+            expected=f"a column named '{label_column}'",
+            found=", ".join(frame.columns[:8]) + (", ..." if frame.shape[1] > 8 else ""),
+            fix="pass --label-column with the name of the column that holds the class",
+        )
+
+
 def describe_paths(paths: Sequence[Path]) -> str:
     """Files named for messages: one path, a few names, or a folder and a count."""
     if len(paths) == 1:
@@ -240,15 +253,7 @@ def load_cicflowmeter(
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     frames = [_tables.read_table(path, delimiter=delimiter) for path in paths]
     for path, frame in zip(paths, frames, strict=True):
-        if label_column not in frame.columns:
-            raise DataError(
-                "label column not found",
-                path=path,
-                field=label_column,
-                expected=f"a column named '{label_column}'",
-                found=", ".join(frame.columns[:8]) + (", ..." if frame.shape[1] > 8 else ""),
-                fix="pass --label-column with the name of the column that holds the class",
-            )
+        require_label_column(frame, path, label_column)
     frame = pd.concat(frames, ignore_index=True)
 
     drop = {c: why for c, why in CICFLOWMETER_IDENTIFIERS.items() if c in frame.columns}
@@ -279,15 +284,7 @@ def load_labelled_table(
     """
     path = Path(path)
     frame = _tables.read_table(path, delimiter=delimiter)
-    if label_column not in frame.columns:
-        raise DataError(
-            "label column not found",
-            path=path,
-            field=label_column,
-            expected=f"a column named '{label_column}'",
-            found=", ".join(frame.columns[:8]) + (", ..." if frame.shape[1] > 8 else ""),
-            fix="pass --label-column with the name of the column that holds the class",
-        )
+    require_label_column(frame, path, label_column)
     missing = [c for c in drop_columns if c not in frame.columns]
     if missing:
         raise ConfigError(
