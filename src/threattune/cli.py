@@ -374,9 +374,13 @@ def threshold(
         float | None,
         typer.Option(help="Expected share of attacks in production, to re-weight precision."),
     ] = None,
-    output: Annotated[Path, typer.Option(help="Folder for the PR curve PNG and JSON.")] = Path(
-        "operating-point"
-    ),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the PR curve PNG and JSON [default: operating-point/ inside a "
+            "model folder, or in the current folder for a registry model]."
+        ),
+    ] = None,
     store: Annotated[
         bool, typer.Option(help="Store the point with the model (folder manifest or registry tag).")
     ] = True,
@@ -384,6 +388,9 @@ def threshold(
     """Choose the alert threshold for a goal on the model's validation split; no retraining."""
     from threattune.tuning import choose_operating_point
 
+    if output is None:
+        local = Path(model)
+        output = local / "operating-point" if local.is_dir() else Path("operating-point")
     result = choose_operating_point(model, goal, output=output, prior=prior, store=store)
     point = result.point
     state = "met" if point.achievable else "NOT met: closest point shown"
