@@ -29,7 +29,6 @@ copied; loading checks that the referenced model is the one stage two was traine
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from threattune import __version__, tracking
+from threattune._jsonfile import read_json, write_json
 from threattune.errors import DataError, ModelError
 from threattune.flow_model import Decisions, FlowModel
 from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
@@ -362,8 +362,8 @@ class Cascade:
             "threattune_version": __version__,
             "threshold": self.threshold,
         }
-        _write_json(folder / MANIFEST, manifest)
-        _write_json(
+        write_json(folder / MANIFEST, manifest)
+        write_json(
             folder / TRAINING_ALERTS,
             {
                 "until": self.training_until.isoformat() if self.training_until else None,
@@ -387,7 +387,7 @@ class Cascade:
                 expected=f"{MANIFEST}, {STAGE_TWO_FILE}, {TRAINING_ALERTS}",
                 fix="pass the folder that 'threattune cascade train' wrote",
             )  # fmt: skip
-        manifest = _read_json(folder / MANIFEST)
+        manifest = read_json(folder / MANIFEST, what="cascade")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise ModelError("the cascade was saved by a newer threattune", path=folder)
         reference = manifest["stage_one"]
@@ -401,7 +401,7 @@ class Cascade:
                 found=str(stage_one.folder),
                 fix="open the stage-one version the manifest names, or train stage two again",
             )
-        trained = _read_json(folder / TRAINING_ALERTS)
+        trained = read_json(folder / TRAINING_ALERTS, what="cascade")
         until = trained.get("until")
         return cls(
             stage_one=stage_one,
@@ -757,28 +757,3 @@ def track_cascade(
     return tracking.RegisteredVersion(
         name, str(version.version), run_id, f"models:/{name}/{version.version}"
     )
-
-
-def _write_json(path: Path, content: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=_json_default), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelError("a cascade file is missing", path=path) from exc
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, (datetime, Path)):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -19,7 +19,6 @@ local folder score identically.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from threattune import __version__
+from threattune._jsonfile import read_json, write_json
 from threattune.errors import ModelError
 from threattune.fingerprint import Fingerprint
 from threattune.models.baseline import Baseline
@@ -160,10 +160,10 @@ class FlowModel:
                 self.encoder.columns.index(c) for c in self.encoder.categorical
             ],
         }
-        _write_json(folder / "manifest.json", manifest)
-        _write_json(folder / "preprocessing.json", self.encoder.to_dict())
-        _write_json(folder / "fingerprint.json", self.fingerprint.to_dict())
-        _write_json(folder / "attack_mapping.json", self.attack_mapping)
+        write_json(folder / "manifest.json", manifest)
+        write_json(folder / "preprocessing.json", self.encoder.to_dict())
+        write_json(folder / "fingerprint.json", self.fingerprint.to_dict())
+        write_json(folder / "attack_mapping.json", self.attack_mapping)
         self.trees.save(folder / "trees.json")
         if self.baseline is not None:
             self.baseline.save(folder / "baseline.skops")
@@ -185,7 +185,7 @@ class FlowModel:
                 else "no such folder",
                 fix="pass the folder that 'threattune train' wrote, or a models:/NAME@ALIAS URI",
             )
-        manifest = _read_json(folder / "manifest.json")
+        manifest = read_json(folder / "manifest.json")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
             raise ModelError(
                 "the model was saved by a newer threattune",
@@ -194,7 +194,7 @@ class FlowModel:
                 fix="upgrade threattune",
             )
         classes = list(manifest["classes"])
-        encoder = FlowEncoder.from_dict(_read_json(folder / "preprocessing.json"))
+        encoder = FlowEncoder.from_dict(read_json(folder / "preprocessing.json"))
         baseline = None
         if with_baseline and (folder / "baseline.skops").is_file():
             baseline = Baseline.load(
@@ -204,41 +204,10 @@ class FlowModel:
             encoder=encoder,
             trees=BoostedTrees.load(folder / "trees.json", len(classes)),
             baseline=baseline,
-            fingerprint=Fingerprint.from_dict(_read_json(folder / "fingerprint.json")),
+            fingerprint=Fingerprint.from_dict(read_json(folder / "fingerprint.json")),
             classes=classes,
             benign_class=manifest["benign_class"],
-            attack_mapping=_read_json(folder / "attack_mapping.json"),
+            attack_mapping=read_json(folder / "attack_mapping.json"),
             manifest=manifest,
             folder=folder,
         )
-
-
-def _write_json(path: Path, content: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=_json_default), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelError(
-            "a model file is missing",
-            path=path,
-            fix="the model folder is incomplete; copy it again or retrain",
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -16,9 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from threattune import tracking
+from threattune._jsonfile import read_json, write_json
 from threattune.evaluation import class_codes
 from threattune.flow_model import FlowModel
 from threattune.operating_point import (
@@ -82,18 +81,10 @@ def choose_operating_point(
 def _store_in_folder(model: FlowModel, point: dict[str, Any]) -> None:
     """Replace the folder's operating point, keeping earlier ones in its history."""
     manifest_path = Path(model.folder) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path)
     history = manifest.get("operating_point_history", [])
     if manifest.get("operating_point"):
         history.append(manifest["operating_point"])
     manifest["operating_point"] = point
     manifest["operating_point_history"] = history
-    partial = manifest_path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(manifest, indent=2, default=_plain))
-    partial.replace(manifest_path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    write_json(manifest_path, manifest)
