@@ -143,6 +143,12 @@ def adapt_command(
     )
     typer.echo(f"  benign FPR {before['fpr']:.4%} -> {after['fpr']:.4%}")
     typer.echo(f"  recall     {before['recall']:.4%} -> {after['recall']:.4%}")
+    equal = result.extra.get("at_equal_recall")
+    if equal:
+        typer.echo(
+            f"  at equal recall on the measured flows ({equal['recall']:.2%}): benign FPR "
+            f"{equal['fpr_before']:.4%} -> {equal['fpr_after']:.4%}"
+        )
     if result.registered is not None:
         typer.echo(f"registered {result.registered.name} version {result.registered.version} "
                    "as challenger")  # fmt: skip

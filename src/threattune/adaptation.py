@@ -164,6 +164,7 @@ def adapt(
 
     before = _measure(champion, x[rest], codes[rest])
     after = _measure(adapted, x[rest], codes[rest])
+    equal_recall = _at_equal_recall(adapted, x[rest], codes[rest], before)
     folder = _save(champion, adapted, Path(output_dir), x[check_rows], labels[check_rows])
     result = AdaptationResult(
         model_folder=folder,
@@ -174,7 +175,11 @@ def adapt(
         evaluation_rows=len(rest),
         before=before,
         after=after,
-        extra={"adapted_from": str(model_ref), "segment": source},
+        extra={
+            "adapted_from": str(model_ref),
+            "segment": source,
+            "at_equal_recall": equal_recall,
+        },
     )
     if register:
         result.registered = _register(champion, folder, features.iloc[fit_rows[:5]], model_ref)
@@ -264,6 +269,28 @@ def _operating_point(is_attack: np.ndarray, scores: np.ndarray, threshold: float
         stored["threshold"] = threshold
     stored["note"] = "set at the current model's recall on the held-out part of the sample"
     return stored
+
+
+def _at_equal_recall(
+    adapted: FlowModel, x: np.ndarray, codes: np.ndarray, before: dict[str, float]
+) -> dict[str, float]:
+    """The adapted model's benign FPR on the measured flows at exactly the current recall.
+
+    A measurement, not a deployable threshold: it reads the measured flows' labels to place
+    both models at the same point of their ROC curves, so their false positives compare fairly.
+    """
+    benign = adapted.benign_index
+    attack = codes != benign
+    if not attack.any() or (~attack).all() or not before["recall"] > 0:
+        return {"recall": before["recall"], "fpr_before": before["fpr"], "fpr_after": float("nan")}
+    scores = 1.0 - adapted.trees.predict_proba(x)[:, benign]
+    threshold = threshold_for_recall(attack, scores, before["recall"])
+    alerts = scores >= threshold
+    return {
+        "recall": float(alerts[attack].mean()),
+        "fpr_before": before["fpr"],
+        "fpr_after": float(alerts[~attack].mean()),
+    }
 
 
 def _measure(model: FlowModel, x: np.ndarray, codes: np.ndarray) -> dict[str, float]:
