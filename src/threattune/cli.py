@@ -116,7 +116,7 @@ def data_verify(name: Annotated[str, typer.Argument(help="Dataset name, e.g. nsl
     status = catalog.verify(name)
     for file in status.files:
         typer.echo(f"{file.state:18} {file.relative_path}")
-    typer.echo(f"\n{status.dataset.name}: {status.status}")
+    typer.echo(f"\n{status.dataset.name}: {status.status} (looked in {status.folder})")
     if not status.ok:
         typer.echo(f"get it from {status.dataset.publisher}", err=True)
         raise typer.Exit(1)
