@@ -115,7 +115,8 @@ def test_cli_data_verify_nsl_kdd_checks_every_file(data_root: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert "KDDTrain+.txt" in result.output
-    assert result.output.strip().splitlines()[-1] == "nsl-kdd: present"
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("nsl-kdd: present") and str(data_root / "nsl-kdd") in last
 
 
 def test_cli_data_inspect_shows_types_and_dropped_columns(tmp_path: Path) -> None:
