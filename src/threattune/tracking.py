@@ -65,6 +65,21 @@ def _mlflow() -> Any:
     return mlflow
 
 
+def _require_store(
+    error: type[TrackingError] | type[ModelError] = TrackingError, what: str = ""
+) -> None:
+    """Refuse to read from a SQLite store that does not exist, rather than create an empty one."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise error(
+            f"{what}no MLflow store here",
+            field="MLFLOW_TRACKING_URI",
+            found=uri,
+            fix="run from the folder where 'threattune train' ran, or set MLFLOW_TRACKING_URI "
+            "to the store that holds the model",
+        )
+
+
 def registered_model_name(task_name: str) -> str:
     """The registry name of a task's flow model."""
     return f"threattune-{re.sub(r'[^A-Za-z0-9_.-]+', '-', task_name)}"
@@ -192,6 +207,7 @@ def aliases(name: str) -> dict[str, str]:
 
 def list_versions(name: str | None = None) -> list[dict[str, Any]]:
     """Registered flow-model versions, newest first, with their aliases."""
+    _require_store()
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
     query = f"name='{name}'" if name else ""
@@ -282,6 +298,7 @@ def resolve_model(reference: str | Path) -> Path:
                 "such as models:/threattune-nsl-kdd@champion",
             )
         return folder
+    _require_store(ModelError, f"cannot load '{text}' from MLflow: ")
     mlflow = _mlflow()
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
