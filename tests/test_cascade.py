@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,16 @@ from threattune import training
 from threattune._cli_cascade import register
 from threattune.cascade import (
     Cascade,
+    RecallGuard,
     cascade_from_labels,
     check_disjoint,
     choose_stage_two_threshold,
+    class_floors,
     evaluate_cascade,
     load_segment,
     split_by_order,
     track_cascade,
+    train_stage_two,
 )
 from threattune.errors import DataError, ModelError
 from threattune.flow_model import FlowModel
@@ -102,6 +106,7 @@ def test_save_and_load_give_identical_decisions(trained: dict, tmp_path: Path) -
     assert np.array_equal(before.stage_two_scores, after.stage_two_scores, equal_nan=True)
     assert loaded.threshold == cascade.threshold
     assert loaded.training_alerts == cascade.training_alerts
+    assert loaded.guard == cascade.guard and loaded.guard is not None
     assert before.filtered.sum() > 0
 
 
@@ -162,3 +167,90 @@ def test_command_line_trains_evaluates_and_triages(trained: dict, tmp_path: Path
     ])  # fmt: skip
     assert stored.exit_code == 0, stored.output
     assert "cascade train" in runner.invoke(app, ["cascade", "train", "--help"]).output
+
+
+# ----------------------------------------------------------------------------- recall guard
+
+
+def test_recall_guard_protects_unfamiliar_classes_above_their_floor() -> None:
+    guard = RecallGuard(50, {"dos": 400, "probe": 12}, {"dos": 0.9, "probe": 0.8, "r2l": 0.7})
+    classes = np.array(["dos", "dos", "probe", "probe", "r2l", "r2l", "u2r"])
+    scores = np.array([0.95, 0.5, 0.85, 0.5, 0.75, 0.6, 0.01])
+
+    protected = guard.protects(classes, scores)
+
+    assert protected.tolist() == [False, False, True, False, True, False, True]
+    assert guard.unfamiliar == ["probe", "r2l"]
+    assert RecallGuard.from_dict(guard.to_dict()) == guard
+    assert "validation split" in guard.to_dict()["floors_chosen_on"]
+    with pytest.raises(ModelError, match="recall guard is malformed"):
+        RecallGuard.from_dict({"floors": {}})
+
+
+def test_class_floors_come_from_stage_one_validation_true_positives(trained: dict) -> None:
+    model = trained["model"]
+    labels, proba = model.validation_scores()
+    decided = model.decide(proba)
+    raw = 1.0 - proba[:, model.benign_index]
+
+    floors = class_floors(model, 0.01)
+
+    assert floors and model.benign_class not in floors
+    for name, floor in floors.items():
+        rows = decided.alerts & (labels != model.benign_class) & (decided.classes == name)
+        kept = raw[rows] >= floor
+        assert kept.mean() >= 0.99 and raw[rows].min() <= floor
+
+
+def test_guard_keeps_unfamiliar_alerts_that_stage_one_is_sure_of(trained: dict) -> None:
+    """Stage two trained without verdicts on one class may not drop its confident alerts."""
+    model, segment = trained["model"], trained["segment"]
+    first, rest = split_by_order(len(segment), 0.4)
+    head, tail = segment.subset(first), segment.subset(rest)
+    decided = model.decide(model.predict_proba(head.features))
+    attack = head.labels != model.benign_class
+    left_out = "Probe"
+    keep = decided.alerts & ~(attack & (decided.classes == left_out))
+    rows = np.flatnonzero(keep)
+    verdicts = np.where(attack[rows], "tp", "fp")
+
+    guarded = train_stage_two(model, head.features.iloc[rows], head.alert_ids[rows], verdicts)
+    unguarded = train_stage_two(
+        model, head.features.iloc[rows], head.alert_ids[rows], verdicts, min_class_verdicts=0
+    )
+
+    assert guarded.guard is not None and left_out in guarded.guard.unfamiliar
+    assert unguarded.guard is None
+    both = guarded.decide(tail.features)
+    plain = unguarded.decide(tail.features)
+    proba = model.predict_proba(tail.features)
+    raw = 1.0 - proba[:, model.benign_index]
+    sure = both.stage_one.alerts & (both.stage_one.classes == left_out)
+    sure &= raw >= guarded.guard.floors[left_out]
+    assert sure.any() and both.alerts[sure].all()
+    passed = np.nan_to_num(both.stage_two_scores, nan=-1) >= guarded.threshold
+    protected = guarded.guard.protects(both.stage_one.classes, raw) & both.stage_one.alerts
+    assert np.array_equal(both.guarded, protected & ~passed)
+    unfamiliar = np.isin(both.stage_one.classes, guarded.guard.unfamiliar)
+    assert not (both.guarded & ~unfamiliar).any()
+    assert np.array_equal(both.alerts, both.alerts | both.guarded)
+    assert plain.guarded is not None and not plain.guarded.any()
+    assert guarded.manifest["recall_guard"]["min_class_verdicts"] == 50
+
+
+def test_cascade_saved_without_a_guard_still_loads_and_decides(
+    trained: dict, tmp_path: Path
+) -> None:
+    cascade, segment = trained["cascade"], trained["segment"]
+    folder = cascade.save(tmp_path / "cascade")
+    manifest = json.loads((folder / "cascade.json").read_text())
+    manifest.pop("recall_guard")
+    (folder / "cascade.json").write_text(json.dumps(manifest))
+
+    loaded = Cascade.load(folder)
+    decided = loaded.decide(segment.features)
+
+    assert loaded.guard is None
+    passed = np.nan_to_num(decided.stage_two_scores, nan=-1) >= loaded.threshold
+    kept = decided.stage_one.alerts & passed
+    assert np.array_equal(decided.alerts, kept)

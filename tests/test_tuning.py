@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import flow_samples as samples
 from threattune import tracking, training
+from threattune.calibration import Calibrator
 from threattune.errors import ModelError
 from threattune.evaluation import class_codes
 from threattune.flow_model import REFERENCE_PROFILE, VALIDATION_SCORES, FlowModel
+from threattune.scoring import score_frame
+from threattune.sources.flows import load_nsl_kdd
 from threattune.tuning import choose_operating_point
 
 
@@ -100,3 +105,96 @@ def test_threshold_on_model_without_validation_scores_is_a_model_error(
 
     with pytest.raises(ModelError, match="no validation scores"):
         choose_operating_point(str(copy), "fpr<=0.01", output=tmp_path / "op")
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _flows(data_root: Path, folder: Path) -> pd.DataFrame:
+    path = samples.write_nsl_kdd_slice(
+        data_root, folder / "flows.txt", 600, source=samples.NSL_KDD_TEST
+    )
+    return load_nsl_kdd(path).features
+
+
+def _with_point(source: Path, target: Path, point: dict | None) -> FlowModel:
+    copy = shutil.copytree(source, target)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["operating_point"] = point
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return FlowModel.load(copy, with_baseline=False)
+
+
+def test_scoring_honours_the_stored_calibration(
+    trained: SimpleNamespace, data_root: Path, tmp_path: Path
+) -> None:
+    """Reported attack scores are calibrated probabilities and the threshold applies to them."""
+    calibrator = Calibrator("sigmoid", a=0.5, b=2.0, on_logit=True)
+    point = {"threshold": 0.9, "calibration": calibrator.to_dict()}
+    model = _with_point(trained.model_folder, tmp_path / "calibrated", point)
+    features = _flows(data_root, tmp_path)
+
+    scored = score_frame(model, features)
+
+    raw = 1.0 - model.predict_proba(features)[:, model.benign_index]
+    expected = calibrator.transform(raw)
+    np.testing.assert_allclose(scored["attack_score"].to_numpy(), expected)
+    assert scored["alert"].tolist() == (expected >= 0.9).tolist()
+    assert 0 < scored["alert"].sum() < len(scored)
+    assert (scored["alert"] != (raw >= 0.9)).any()
+
+
+def test_model_folder_without_calibration_still_scores_on_the_raw_score(
+    trained: SimpleNamespace, data_root: Path, tmp_path: Path
+) -> None:
+    """Points stored before calibration (and no point at all) keep their meaning."""
+    features = _flows(data_root, tmp_path)
+    old = _with_point(trained.model_folder, tmp_path / "old", {"threshold": 0.5})
+    none = _with_point(trained.model_folder, tmp_path / "none", None)
+
+    scored, argmax = score_frame(old, features), score_frame(none, features)
+
+    raw = 1.0 - old.predict_proba(features)[:, old.benign_index]
+    assert old.calibrator is None and none.calibrator is None
+    np.testing.assert_allclose(scored["attack_score"].to_numpy(), raw)
+    assert scored["alert"].tolist() == (raw >= 0.5).tolist()
+    np.testing.assert_allclose(argmax["attack_score"].to_numpy(), raw)
+
+
+def test_threshold_stores_calibration_in_folder_and_scoring_alerts_as_on_validation(
+    trained: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A forced calibration is stored with the point; validation alerts match its counts."""
+    copy = shutil.copytree(trained.model_folder, tmp_path / "model")
+
+    result = choose_operating_point(
+        str(copy), "fpr<=0.01", output=tmp_path / "op", calibration="isotonic"
+    )
+
+    model = FlowModel.load(copy, with_baseline=False)
+    labels, proba = model.validation_scores()
+    decided = model.decide(proba)
+    attack = labels != model.benign_class
+    assert model.calibrator is not None and model.calibrator.method == "isotonic"
+    assert int((decided.alerts & attack).sum()) == result.point.true_positives
+    assert int((decided.alerts & ~attack).sum()) == result.point.false_positives
+    np.testing.assert_allclose(
+        decided.attack_scores, model.calibrator.transform(1.0 - proba[:, model.benign_index])
+    )
+
+
+def test_threshold_calibration_travels_in_the_registry_tag(
+    trained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version tag holds the calibration; loading the version applies it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
+    uri = f"models:/{trained.registered.name}@champion"
+
+    result = choose_operating_point(uri, "fpr<=0.02", output=tmp_path / "op", calibration="sigmoid")
+    model = tracking.open_model(uri, with_baseline=False)
+
+    assert model.operating_point["calibration"]["method"] == "sigmoid"
+    assert model.calibrator == result.calibration
+    labels, proba = model.validation_scores()
+    decided = model.decide(proba)
+    assert int(decided.alerts.sum()) == result.point.alerts

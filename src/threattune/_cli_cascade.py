@@ -1,6 +1,7 @@
 """Commands of the two-stage filter and of false-positive triage.
 
-``register(app)`` adds ``threattune cascade train|evaluate`` and ``threattune triage``.
+``register(app)`` adds ``threattune cascade train|evaluate`` (flow and mail models) and
+``threattune triage`` (flow models).
 """
 
 from __future__ import annotations
@@ -19,10 +20,27 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["register"]
 
-_MODEL_HELP = "Stage-one flow model: a model folder or models:/NAME@ALIAS."
+_MODEL_HELP = "Stage-one flow or mail model: a model folder or models:/NAME@ALIAS."
+_FLOW_MODEL_HELP = "Stage-one flow model: a model folder or models:/NAME@ALIAS."
 _SEGMENT_HELP = (
+    "Flows: one labelled file, read as the model was trained (NSL-KDD, CICFlowMeter, table), "
+    "in the order the flows were seen; each flow's alert id is FILE:ROW. Mail: LABEL=PATH "
+    "(repeat it; mbox, .eml, folders, archives), each message's alert id a hash of its file "
+    "name and Message-ID; or phishing:test, phishing:unsampled or phishing:test+unsampled, "
+    "parts of the built-in corpus the model never trained on, alert id the corpus id."
+)
+_FLOW_SEGMENT_HELP = (
     "Labelled flows, read as the model was trained (NSL-KDD, CICFlowMeter, table), "
     "in the order they were seen; each flow's alert id is FILE:ROW."
+)
+_ORDER_HELP = (
+    "Mail: order of the segment: time (Date header; undated last), time-per-label (each "
+    "label's own timeline, so that the first slice holds the same share of every label) or "
+    "file. Default: time for training, the training order for evaluation."
+)
+_MAX_PER_SOURCE_HELP = (
+    "Mail, corpus segments: the --max-per-source the model was trained with, to rebuild its "
+    "corpus split."
 )
 _STORE_HELP = (
     "Verdict store URL (sqlite:///verdicts.db). Without --from-labels, analysts' verdicts on "
@@ -54,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
 def train_command(
     model: Annotated[str, typer.Option(help=_MODEL_HELP)],
-    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    segment: Annotated[list[str], typer.Option(help=_SEGMENT_HELP)],
     output: Annotated[Path, typer.Option(help="Folder for the cascade and its evaluation.")],
     verdicts: Annotated[str | None, typer.Option(help=_STORE_HELP)] = None,
     from_labels: Annotated[bool, typer.Option(help=_FROM_LABELS_HELP)] = False,
@@ -73,14 +91,27 @@ def train_command(
     track: Annotated[
         bool, typer.Option(help="Log to MLflow and register threattune-TASK-stage2.")
     ] = True,
+    min_class_verdicts: Annotated[
+        int,
+        typer.Option(
+            help="Recall guard: alerts of a stage-one class with fewer true-positive verdicts "
+            "than this are dropped only below the class's floor on stage one's validation "
+            "split; 0 turns the guard off."
+        ),
+    ] = 50,
+    order: Annotated[str, typer.Option(help=_ORDER_HELP)] = "time",
+    max_per_source: Annotated[int | None, typer.Option(help=_MAX_PER_SOURCE_HELP)] = None,
 ) -> None:
     """Train stage two on the verdicts of a segment's first slice; measure it on the rest.
 
     Example: threattune cascade train --model models:/threattune-nsl-kdd@champion
     --segment KDDTest+.txt --from-labels --root-cause-columns service,flag --output cascade
+
+    Mail: threattune cascade train --model models:/threattune-phishing@champion
+    --segment legitimate=ham/ --segment phishing=lures.mbox --verdicts sqlite:///verdicts.db
+    --output mail-cascade
     """
     from threattune import cascade as two_stage
-    from threattune import tracking
     from threattune.verdicts import VerdictStore
 
     if not from_labels and verdicts is None:
@@ -89,8 +120,8 @@ def train_command(
             field="--verdicts",
             fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
         )
-    flow_model = tracking.open_model(model, with_baseline=False)
-    flows = two_stage.load_segment(flow_model, segment)
+    flow_model = two_stage.open_stage_one(model)
+    flows = _load_segment(flow_model, segment, order, max_per_source)
     causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
     if from_labels:
         cascade, evaluation, derived = two_stage.cascade_from_labels(
@@ -100,15 +131,17 @@ def train_command(
             recall_budget=recall_budget,
             root_cause_columns=causes,
             stage_one_reference=model,
+            min_class_verdicts=min_class_verdicts,
         )
         if verdicts is not None:
             with VerdictStore(verdicts) as store:
-                summary = store.import_records(derived, source=f"labels of {segment.name}")
+                summary = store.import_records(derived, source=f"labels of {flows.source}")
             typer.echo(f"verdicts: {summary.inserted} imported into {verdicts}")
     else:
         cascade, evaluation = _train_from_store(
-            flow_model, flows, verdicts or "", first_slice, recall_budget, model
-        )
+            flow_model, flows, verdicts or "", first_slice, recall_budget, model,
+            min_class_verdicts,
+        )  # fmt: skip
 
     folder = cascade.save(output / "cascade")
     _write_evaluation(output, evaluation.to_dict(), evaluation.to_markdown())
@@ -120,27 +153,66 @@ def train_command(
     typer.echo(f"cascade: {folder}")
 
 
+def _load_segment(
+    model: Any, specs: list[str], order: str | None, max_per_source: int | None
+) -> Any:
+    """The labelled segment: one flow file, or mail (LABEL=PATH inputs or a corpus part)."""
+    from threattune import cascade as two_stage
+
+    if getattr(model, "kind", None) == "mail":
+        from threattune.mail_cascade import load_mail_segment
+
+        return load_mail_segment(model, specs, order=order or "time",
+                                 max_per_source=max_per_source)  # fmt: skip
+    if len(specs) != 1:
+        raise ConfigError(
+            "a flow model takes one segment file", field="--segment",
+            expected="one labelled file", found=f"{len(specs)}: {', '.join(specs)}",
+            fix="concatenate the flows into one file in the order they were seen",
+        )  # fmt: skip
+    return two_stage.load_segment(model, Path(specs[0]))
+
+
 def _train_from_store(
-    flow_model: Any, flows: Any, store_url: str, first_slice: float, budget: float, ref: str
+    flow_model: Any,
+    flows: Any,
+    store_url: str,
+    first_slice: float,
+    budget: float,
+    ref: str,
+    min_class_verdicts: int,
 ) -> tuple[Any, Any]:
-    """Stage two from analysts' verdicts on the first slice's alerts, measured on the rest."""
+    """Stage two from analysts' verdicts on the first slice's alerts, measured on the rest.
+
+    The latest verdict on each alert counts, whichever model version it names: a verdict says
+    whether the flow or message is a threat, which does not depend on the version.
+    """
     from threattune import cascade as two_stage
     from threattune.verdicts import VerdictStore
 
-    first_rows, rest_rows = two_stage.split_by_order(len(flows), first_slice)
+    first_rows, rest_rows = two_stage.split_segment(flows, first_slice)
     first, rest = flows.subset(first_rows), flows.subset(rest_rows)
-    alerted = np.flatnonzero(flow_model.decide(flow_model.predict_proba(first.features)).alerts)
+    proba = two_stage.stage_one_proba(flow_model, first.features)
+    alerted = np.flatnonzero(flow_model.decide(proba).alerts)
     with VerdictStore(store_url) as store:
         judged = two_stage.verdicts_for_alerts(store, first.alert_ids[alerted])
+    mail = getattr(flow_model, "kind", None) == "mail"
     if judged.empty:
         raise DataError(
             "no stored verdict names an alert of the segment's first slice",
             path=flows.source,
-            expected="alert ids FILE:ROW, such as " + str(first.alert_ids[0]),
+            expected=("message alert ids" if mail else "alert ids FILE:ROW")
+            + ", such as " + str(first.alert_ids[alerted[0] if len(alerted) else 0]),
+            found=f"{len(alerted)} alerts in the first slice",
             fix="record verdicts under the alert ids of the segment, or use --from-labels",
-        )
+        )  # fmt: skip
     position = {alert_id: row for row, alert_id in enumerate(first.alert_ids)}
     rows = np.array([position[a] for a in judged["alert_id"]])
+    if mail:
+        last = first.last_time(rows)
+        times = [last] if last is not None else None
+    else:
+        times = [t.to_pydatetime() for t in judged["time"]]
     cascade = two_stage.train_stage_two(
         flow_model,
         first.features.iloc[rows],
@@ -148,17 +220,24 @@ def _train_from_store(
         judged["verdict"].to_numpy(),
         recall_budget=budget,
         stage_one_reference=ref,
-        verdict_times=[t.to_pydatetime() for t in judged["time"]],
+        verdict_times=times,
+        min_class_verdicts=min_class_verdicts,
+        proba=proba[rows],
     )
+    kind = "mail" if mail else "flow"
+    cascade.manifest["segment"] = two_stage.segment_manifest(flows, first_slice, len(first_rows),
+                                                             kind=kind)  # fmt: skip
+    cascade.manifest["segment"]["verdicts"] = f"{len(judged)} stored verdicts"
     evaluation = two_stage.evaluate_cascade(
-        cascade, rest.features, rest.labels, rest.alert_ids, dataset=Path(flows.source).name
-    )
+        cascade, rest.features, rest.labels, rest.alert_ids, dataset=Path(flows.source).name,
+        measured_from=rest.first_time(),
+    )  # fmt: skip
     return cascade, evaluation
 
 
 def evaluate_command(
     cascade: Annotated[Path, typer.Option(help="Cascade folder written by 'cascade train'.")],
-    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    segment: Annotated[list[str], typer.Option(help=_SEGMENT_HELP)],
     output: Annotated[Path, typer.Option(help="Folder for evaluation.md and evaluation.json.")],
     model: Annotated[
         str | None,
@@ -167,33 +246,38 @@ def evaluate_command(
     skip_rows: Annotated[
         int,
         typer.Option(
-            help="Leave out the segment's first N flows, such as the slice that trained "
-            "the cascade (see segment.training_flows in cascade.json)."
+            help="Leave out the segment's first N flows or messages, such as the slice that "
+            "trained the cascade (see segment.training_flows or training_messages in "
+            "cascade.json)."
         ),
     ] = 0,
+    order: Annotated[str | None, typer.Option(help=_ORDER_HELP)] = None,
+    max_per_source: Annotated[int | None, typer.Option(help=_MAX_PER_SOURCE_HELP)] = None,
 ) -> None:
     """Measure stage one alone and the cascade on a labelled segment.
 
-    Refuses a segment whose alerts overlap the verdicts that trained stage two.
+    Refuses a segment whose alerts overlap the verdicts that trained stage two, and mail in
+    time order that does not start after the last training alert.
     """
     from threattune import cascade as two_stage
-    from threattune import tracking
 
-    stage_one = tracking.open_model(model, with_baseline=False) if model else None
+    stage_one = two_stage.open_stage_one(model) if model else None
     loaded = two_stage.Cascade.load(cascade, stage_one)
-    flows = two_stage.load_segment(loaded.stage_one, segment)
+    order = order or (loaded.manifest.get("segment") or {}).get("order") or "time"
+    flows = _load_segment(loaded.stage_one, segment, order, max_per_source)
     if skip_rows:
         flows = flows.subset(np.arange(skip_rows, len(flows)))
     evaluation = two_stage.evaluate_cascade(
-        loaded, flows.features, flows.labels, flows.alert_ids, dataset=segment.name
-    )
+        loaded, flows.features, flows.labels, flows.alert_ids, dataset=Path(flows.source).name,
+        measured_from=flows.first_time(),
+    )  # fmt: skip
     _write_evaluation(output, evaluation.to_dict(), evaluation.to_markdown())
     typer.echo(evaluation.to_markdown())
 
 
 def triage_command(
-    model: Annotated[str, typer.Option(help=_MODEL_HELP)],
-    segment: Annotated[Path, typer.Option(help=_SEGMENT_HELP)],
+    model: Annotated[str, typer.Option(help=_FLOW_MODEL_HELP)],
+    segment: Annotated[Path, typer.Option(help=_FLOW_SEGMENT_HELP)],
     output: Annotated[Path, typer.Option(help="Folder for triage.md and triage.json.")],
     verdicts: Annotated[
         str | None,
@@ -222,6 +306,12 @@ def triage_command(
             fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
         )
     flow_model = tracking.open_model(model, with_baseline=False)
+    if getattr(flow_model, "kind", None) == "mail":
+        raise ConfigError(
+            "triage groups the false positives of a flow model", field="--model",
+            expected="a flow model", found="a mail model",
+            fix="for mail, train a cascade (threattune cascade train) to filter them",
+        )  # fmt: skip
     flows = two_stage.load_segment(flow_model, segment)
     alerted = np.flatnonzero(flow_model.decide(flow_model.predict_proba(flows.features)).alerts)
     alerts = flows.subset(alerted)

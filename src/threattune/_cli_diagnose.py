@@ -28,26 +28,35 @@ def register(app: typer.Typer) -> None:
 def diagnose_command(
     model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
     current: Annotated[
-        Path, typer.Option(help="The new segment's flows (CSV or Parquet), read as for scoring.")
+        list[Path],
+        typer.Option(
+            help="The new segment's flows (CSV or Parquet), read as for scoring; for a mail "
+            "model, mail: mbox or .eml files, folders or archives (repeat for several)."
+        ),
     ],
     output: Annotated[Path, typer.Option(help="Folder for diagnosis.json and diagnosis.html.")],
     reference: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
             help="Reference flows file or saved profile [default: the profile stored with the "
-            "model]."
+            "model]; for a mail model, reference mail [default: the stored reference "
+            "embeddings]."
         ),
     ] = None,
     labels: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             help="Truth, when known: a column of the segment file (NSL-KDD: attack) or a file "
-            "with one label per segment row."
+            "with one label per segment row; for a mail model, labelled mail as LABEL=PATH "
+            "(repeat for several)."
         ),
     ] = None,
     max_rows: Annotated[
         int, typer.Option(help="Segment rows sampled for the checks after the pipeline audit.")
     ] = 200_000,
+    max_messages: Annotated[
+        int, typer.Option(help="Messages sampled on each side, for a mail model.")
+    ] = 2_000,
     multivariate: Annotated[
         bool, typer.Option(help="Train a domain classifier to find combined drift.")
     ] = True,
@@ -56,13 +65,17 @@ def diagnose_command(
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
 ) -> None:
-    """Diagnose a new network segment: pipeline audit, drift, novelty, label-free precision and
-    false-positive estimate, and evasion, ranked as findings with a severity each.
+    """Diagnose a new network segment or new mail: pipeline audit, drift, novelty and (flows)
+    the label-free precision and false-positive estimate and evasion, ranked as findings with a
+    severity each.
 
     Exit status 0 when nothing is above LOW, 1 when a finding is MEDIUM or worse, 2 on error.
 
     Example: threattune diagnose --model models:/threattune-nsl-kdd@champion
     --current segment.csv --labels attack --output diagnosis/
+
+    Mail: threattune diagnose --model models:/threattune-phishing@champion
+    --current inbox.mbox --labels phishing=reported.mbox --output diagnosis/
     """
     from threattune.diagnosis.diagnose import diagnose
     from threattune.findings import Severity
@@ -70,10 +83,11 @@ def diagnose_command(
     try:
         result = diagnose(
             model,
-            reference,
-            current,
-            labels,
+            _one_or_all(reference),
+            _one_or_all(current),
+            _one_or_all(labels),
             max_rows=max_rows,
+            max_messages=max_messages,
             multivariate=multivariate,
             adversarial=adversarial,
             seed=seed,
@@ -83,8 +97,8 @@ def diagnose_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
-    typer.echo(f"{result.rows_diagnosed:,} of {result.rows_read:,} rows diagnosed; worst: "
-               f"{result.severity}")  # fmt: skip
+    typer.echo(f"{result.rows_diagnosed:,} of {result.rows_read:,} {result.unit} diagnosed; "
+               f"worst: {result.severity}")  # fmt: skip
     for finding in result.above(Severity.LOW)[:15]:
         typer.echo(f"  {str(finding.severity).upper():8} {finding.kind:18} {finding.message}")
     typer.echo(f"report: {page}")
@@ -92,17 +106,32 @@ def diagnose_command(
         raise typer.Exit(1)
 
 
+def _one_or_all(values: list[Path] | list[str] | None) -> Path | str | list | None:
+    """None, the one value given, or all of them (several are for mail)."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def adapt_command(
     model: Annotated[str, typer.Option(help="The current model: a folder or models:/NAME@ALIAS.")],
     sample: Annotated[
-        Path, typer.Option(help="A labelled flows file of the new segment, read as in training.")
+        list[str],
+        typer.Option(
+            help="A labelled flows file of the new segment, read as in training; for a mail "
+            "model, labelled mail as LABEL=PATH (repeat for several)."
+        ),
     ],
     output: Annotated[Path, typer.Option(help="Folder for the adapted model and adaptation.json.")],
     fraction: Annotated[
-        float,
-        typer.Option(help="Share of the file used to adapt; the rest measures before and after."),
-    ] = 0.05,
-    max_rounds: Annotated[int, typer.Option(help="Most boosting rounds added.")] = 50,
+        float | None,
+        typer.Option(
+            help="Share of the sample used to adapt; the rest measures before and after "
+            "[default: 0.05 of flows, 0.5 of mail, split by campaign]."
+        ),
+    ] = None,
+    max_rounds: Annotated[int, typer.Option(help="Most boosting rounds added (flows).")] = 50,
+    epochs: Annotated[int, typer.Option(help="Most epochs of continued training (mail).")] = 2,
     register_model: Annotated[
         bool,
         typer.Option(
@@ -112,41 +141,80 @@ def adapt_command(
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
 ) -> None:
-    """Continue training a model on a small labelled sample of a new segment, choose the new
-    alert threshold at the current model's recall, and compare false positives before and after.
+    """Continue training a model on a small labelled sample of a new segment or new mail,
+    choose the new alert threshold at the current model's recall, and compare false positives
+    before and after.
 
-    The adapted model is registered with the alias 'challenger'; 'champion' is not moved.
+    A flow model gets more boosting rounds; a mail model's top transformer layer and head
+    train further. The adapted model is registered with the alias 'challenger'; 'champion' is
+    not moved.
 
     Example: threattune adapt --model models:/threattune-nsl-kdd@champion
     --sample segment-labelled.csv --fraction 0.05 --output adapted/
+
+    Mail: threattune adapt --model models:/threattune-phishing@champion
+    --sample legitimate=ham/ --sample phishing=reported.mbox --output adapted/
     """
+    from threattune import tracking
     from threattune.adaptation import adapt
+    from threattune.errors import ConfigError
 
     try:
-        result = adapt(
-            model,
-            sample,
-            output_dir=output,
-            fraction=fraction,
-            max_rounds=max_rounds,
-            register=register_model,
-            seed=seed,
-        )
+        opened = tracking.open_model(model, with_baseline=False)
+        if getattr(opened, "kind", "flow") == "mail":
+            from threattune.text_adaptation import adapt_mail
+
+            result = adapt_mail(
+                opened,
+                sample,
+                output_dir=output,
+                fraction=0.5 if fraction is None else fraction,
+                epochs=epochs,
+                register=register_model,
+                model_ref=model,
+                seed=seed,
+            )
+        else:
+            if len(sample) != 1:
+                raise ConfigError(
+                    "a flow model adapts on one labelled flows file",
+                    field="--sample",
+                    expected="one file",
+                    found=", ".join(sample),
+                )
+            result = adapt(
+                model,
+                Path(sample[0]),
+                output_dir=output,
+                fraction=0.05 if fraction is None else fraction,
+                max_rounds=max_rounds,
+                register=register_model,
+                seed=seed,
+            )
     except ThreatTuneError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
 
     before, after = result.before, result.after
-    typer.echo(
-        f"{result.rounds_added} rounds added on {result.sample_rows:,} flows; measured on "
-        f"{result.evaluation_rows:,} flows at recall {result.target_recall:.3f}:"
-    )
-    typer.echo(f"  benign FPR {before['fpr']:.4%} -> {after['fpr']:.4%}")
+    unit = str(result.extra.get("unit", "flows"))
+    if unit == "messages":
+        typer.echo(
+            f"continued training on {result.sample_rows:,} messages (best epoch "
+            f"{result.rounds_added}); measured on {result.evaluation_rows:,} messages at recall "
+            f"{result.target_recall:.3f}:"
+        )
+    else:
+        typer.echo(
+            f"{result.rounds_added} rounds added on {result.sample_rows:,} flows; measured on "
+            f"{result.evaluation_rows:,} flows at recall {result.target_recall:.3f}:"
+        )
+    benign = "legitimate-mail FPR" if unit == "messages" else "benign FPR"
+    typer.echo(f"  {benign} {before['fpr']:.4%} -> {after['fpr']:.4%}")
     typer.echo(f"  recall     {before['recall']:.4%} -> {after['recall']:.4%}")
     equal = result.extra.get("at_equal_recall")
     if equal:
         typer.echo(
-            f"  at equal recall on the measured flows ({equal['recall']:.2%}): benign FPR "
+            f"  at equal recall on the measured {unit} ({equal['recall']:.2%}): {benign} "
             f"{equal['fpr_before']:.4%} -> {equal['fpr_after']:.4%}"
         )
     if result.registered is not None:

@@ -12,6 +12,12 @@ raw scores to probabilities on a validation split:
 * ``"auto"``: the one of the above with the lowest cross-validated Brier score on the given
   validation scores; the returned :class:`Calibrator` says which and why.
 
+:func:`choose_calibration` is the stricter choice that ``threattune threshold`` makes before
+it sets an alert threshold on the calibrated scale: a method must beat the uncalibrated scores
+by more than the noise of the cross-validation (a paired test over the events), and the map it
+returns is strictly increasing, so calibration never merges two distinct scores and an operating
+point alerts on the same events before and after it.
+
 A :class:`Calibrator` is stored as plain JSON (isotonic as its breakpoints, sigmoid as ``a`` and
 ``b``), never as a pickle, so a model bundle stays readable and safe to load.
 
@@ -49,10 +55,12 @@ from sklearn.model_selection import StratifiedKFold
 from threattune.errors import ConfigError, DataError
 
 __all__ = [
+    "CRITERIA",
     "METHODS",
     "Calibrator",
     "CalibrationMethod",
     "brier_score",
+    "choose_calibration",
     "fit_calibrator",
     "log_loss",
 ]
@@ -63,8 +71,14 @@ CalibrationMethod = Literal["isotonic", "sigmoid", "none"]
 METHODS: tuple[str, ...] = ("none", "sigmoid", "isotonic")
 """Calibration methods, simplest first; ``"auto"`` prefers the simpler one on a tie."""
 
+CRITERIA: tuple[str, ...] = ("brier", "log_loss")
+"""Cross-validated losses :func:`choose_calibration` can choose by."""
+
 _LOGIT_CLIP = 1e-9
 _CV_FOLDS = 5
+_RAMP = 1e-6
+"""Largest change :func:`choose_calibration` makes to an isotonic map to make it strictly
+increasing."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,9 @@ class Calibrator:
         Why this method was chosen, in one sentence.
     cv_scores:
         Cross-validated ``{"brier": ..., "log_loss": ...}`` per method tried by ``"auto"``.
+    criterion:
+        The cross-validated loss that chose the method (``"brier"`` or ``"log_loss"``), or
+        empty when the method was named rather than chosen.
     """
 
     method: CalibrationMethod
@@ -94,6 +111,7 @@ class Calibrator:
     on_logit: bool = False
     reason: str = ""
     cv_scores: dict[str, dict[str, float]] = field(default_factory=dict, compare=False)
+    criterion: str = field(default="", compare=False)
 
     def transform(self, scores: ArrayLike) -> NDArray[np.float64]:
         """Calibrated probabilities for raw ``scores``."""
@@ -113,6 +131,8 @@ class Calibrator:
         elif self.method == "sigmoid":
             out.update(a=self.a, b=self.b, on_logit=self.on_logit)
         out["cv_scores"] = {name: dict(scores) for name, scores in self.cv_scores.items()}
+        if self.criterion:
+            out["criterion"] = self.criterion
         return out
 
     @classmethod
@@ -135,6 +155,7 @@ class Calibrator:
                     str(name): {str(k): float(v) for k, v in scores.items()}
                     for name, scores in stored.get("cv_scores", {}).items()
                 },
+                "criterion": str(stored.get("criterion", "")),
             }
             if method == "isotonic":
                 x = tuple(float(v) for v in stored["x"])
@@ -210,6 +231,145 @@ def fit_calibrator(
     return replace(_fit(values, labels, best), reason=reason, cv_scores=cv_scores)
 
 
+def choose_calibration(
+    scores: ArrayLike,
+    y: ArrayLike,
+    *,
+    method: Literal["auto", "isotonic", "sigmoid", "none"] = "auto",
+    criterion: Literal["brier", "log_loss"] = "brier",
+    min_standard_errors: float = 2.0,
+    random_state: int = 0,
+) -> Calibrator:
+    """Calibrate ``scores`` (probabilities of the positive class) only where it helps.
+
+    Stratified cross-validation (up to five folds) predicts every event with each method fitted
+    on the other folds. With ``method="auto"``, the method with the lowest mean ``criterion``
+    loss is kept only when it beats the uncalibrated scores by at least
+    ``min_standard_errors`` standard errors of the paired per-event difference; otherwise the
+    scores stay as they are (``"none"``). A named method is used whatever the numbers say, and
+    they are still reported. The chosen map is refitted on all events and made strictly
+    increasing (an isotonic map's flat steps rise by at most 1e-6; a sigmoid must have a
+    positive slope), so that it keeps the order of every pair of distinct scores. ``reason``
+    gives the numbers.
+
+    Brier is the default criterion because it is bounded: a map that outputs exactly 0 or 1
+    (isotonic can) is not ruled out by one miss, as it would be under log-loss.
+    """
+    if method not in ("auto", *METHODS):
+        raise ConfigError(
+            "unknown calibration method",
+            field="method",
+            expected="'auto', 'isotonic', 'sigmoid' or 'none'",
+            found=repr(method),
+            fix="pick one of the expected methods",
+        )
+    values, labels = _binary(scores, y)
+    if criterion not in CRITERIA:
+        raise ConfigError(
+            "unknown calibration criterion",
+            field="criterion",
+            expected=" or ".join(repr(name) for name in CRITERIA),
+            found=repr(criterion),
+            fix="choose by 'brier' or 'log_loss'",
+        )
+    if values.min() < 0.0 or values.max() > 1.0:
+        raise DataError(
+            "scores to calibrate are not probabilities",
+            field="scores",
+            expected="scores between 0 and 1",
+            found=f"scores from {values.min():.4g} to {values.max():.4g}",
+            fix="calibrate a probability such as 1 - P(benign), or use fit_calibrator",
+        )
+
+    predicted, folds = _out_of_fold(values, labels, random_state)
+    losses = {name: _event_losses(p, labels, criterion) for name, p in predicted.items()}
+    cv_scores = {
+        name: {
+            "brier": brier_score(p, labels),
+            "log_loss": log_loss(p, labels),
+            "folds": float(folds),
+        }
+        for name, p in predicted.items()
+    }
+    fitted = {name: _fit(values, labels, name) for name in METHODS if name != "none"}
+    if method == "sigmoid" and fitted["sigmoid"].a <= 0.0:
+        raise DataError(
+            "a sigmoid fitted to these scores would reverse their order",
+            field="scores",
+            expected="scores that rise with the share of positives",
+            found=f"slope {fitted['sigmoid'].a:.4g}",
+            fix="check which class the scores belong to, or use method 'auto'",
+        )
+    eligible = [
+        name for name in ("sigmoid", "isotonic") if name != "sigmoid" or fitted["sigmoid"].a > 0.0
+    ]
+    best = min(eligible, key=lambda name: (cv_scores[name][criterion], METHODS.index(name)))
+    compared = best if method in ("auto", "none") else method
+    gain = losses["none"] - losses[compared]
+    error = float(gain.std(ddof=1) / math.sqrt(gain.size)) if gain.size > 1 else 0.0
+    mean_gain = float(gain.mean())
+    helps = mean_gain > 0.0 and mean_gain >= min_standard_errors * error
+    chosen = method if method != "auto" else (best if helps else "none")
+
+    name = _CRITERION_NAMES[criterion]
+    others = ", ".join(
+        f"{other} {cv_scores[other][criterion]:.4g}" for other in METHODS if other != compared
+    )
+    detail = (
+        f"{folds}-fold cross-validated {name} {cv_scores[compared][criterion]:.4g} for "
+        f"{compared} against {cv_scores['none'][criterion]:.4g} uncalibrated, a gain of "
+        f"{mean_gain:.3g} ({_ratio(mean_gain, error)} standard errors; "
+        f"{min_standard_errors:g} needed)"
+    )
+    if method != "auto":
+        reason = f"{method} calibration was asked for; {detail}; others: {others}"
+    elif helps:
+        reason = f"{best} calibration: {detail}; others: {others}"
+    else:
+        reason = f"no calibration: {detail}; others: {others}"
+    logger.info("calibration: %s", reason)
+
+    if chosen == "none":
+        calibrator = Calibrator("none")
+    elif chosen == "isotonic":
+        calibrator = _strictly_increasing(fitted["isotonic"])
+    else:
+        calibrator = fitted["sigmoid"]
+    return replace(calibrator, reason=reason, cv_scores=cv_scores, criterion=criterion)
+
+
+_CRITERION_NAMES = {"brier": "Brier score", "log_loss": "log-loss"}
+
+
+def _ratio(gain: float, error: float) -> str:
+    if error > 0.0:
+        return f"{gain / error:.1f}"
+    return "inf" if gain > 0.0 else "0"
+
+
+def _event_losses(
+    probabilities: NDArray[np.float64], labels: NDArray[np.int8], criterion: str
+) -> NDArray[np.float64]:
+    p = probabilities
+    if criterion == "brier":
+        return (p - labels) ** 2
+    clipped = np.clip(p, 1e-15, 1.0 - 1e-15)
+    return -(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped))
+
+
+def _strictly_increasing(calibrator: Calibrator) -> Calibrator:
+    """The isotonic map with each breakpoint raised by a ramp of at most ``_RAMP``.
+
+    Isotonic regression is flat between its steps, which would give distinct scores the same
+    probability and merge them at any threshold; the ramp keeps their order.
+    """
+    y = np.asarray(calibrator.y)
+    if y.size < 2:
+        return calibrator
+    ramped = (1.0 - _RAMP) * y + _RAMP * np.linspace(0.0, 1.0, y.size)
+    return replace(calibrator, y=tuple(float(v) for v in ramped))
+
+
 def brier_score(probabilities: ArrayLike, y: ArrayLike) -> float:
     """Mean squared difference between probabilities and binary labels (lower is better)."""
     p = np.asarray(probabilities, dtype=np.float64)
@@ -263,6 +423,21 @@ def _fit_sigmoid(
 def _cross_validate(
     values: NDArray[np.float64], labels: NDArray[np.int8], random_state: int
 ) -> dict[str, dict[str, float]]:
+    predicted, folds = _out_of_fold(values, labels, random_state)
+    return {
+        name: {
+            "brier": brier_score(predicted[name], labels),
+            "log_loss": log_loss(predicted[name], labels),
+            "folds": float(folds),
+        }
+        for name in predicted
+    }
+
+
+def _out_of_fold(
+    values: NDArray[np.float64], labels: NDArray[np.int8], random_state: int
+) -> tuple[dict[str, NDArray[np.float64]], int]:
+    """Each method's prediction of every event, fitted on the other folds; and the fold count."""
     smallest = int(min(labels.sum(), labels.size - labels.sum()))
     if smallest < 2:
         raise DataError(
@@ -281,15 +456,7 @@ def _cross_validate(
     for train, test in splitter.split(values.reshape(-1, 1), labels):
         for name in candidates:
             predicted[name][test] = _fit(values[train], labels[train], name).transform(values[test])
-
-    return {
-        name: {
-            "brier": brier_score(predicted[name], labels),
-            "log_loss": log_loss(predicted[name], labels),
-            "folds": float(folds),
-        }
-        for name in candidates
-    }
+    return predicted, folds
 
 
 def _binary(scores: ArrayLike, y: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.int8]]:

@@ -47,9 +47,11 @@ def _register_wings() -> None:
     """Commands that live beside the wings they drive."""
     from threattune._cli_cascade import register as register_cascade
     from threattune._cli_diagnose import register as register_diagnose
+    from threattune._cli_serve import register as register_serve
 
     register_diagnose(app)
     register_cascade(app)
+    register_serve(app)
 
 
 _STORE_HELP = "Verdict store URL: sqlite:///verdicts.db, or postgresql+pg8000://USER@HOST/DB."
@@ -190,7 +192,7 @@ def train(
     task: Annotated[
         str,
         typer.Argument(
-            help="A built-in task (nsl-kdd, cicids2017), a YAML "
+            help="A built-in task (nsl-kdd, cicids2017, phishing), a YAML "
             "task file, or a labelled CSV/Parquet file."
         ),
     ],
@@ -225,12 +227,56 @@ def train(
             "[default: the task's, fpr<=0.01]."
         ),
     ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            help="phishing: the pretrained encoder, a hub name (distilbert-base-uncased) or a "
+            "local folder [default: the shipped all-MiniLM-L6-v2]."
+        ),
+    ] = None,
+    max_train: Annotated[
+        int,
+        typer.Option(help="phishing: train on at most this many messages (0 for all)."),
+    ] = 10_000,
+    trainable_layers: Annotated[
+        int,
+        typer.Option(
+            help="phishing: top encoder layers to train; the rest are frozen and cached "
+            "(0 trains the head only, -1 every layer)."
+        ),
+    ] = 1,
+    max_length: Annotated[
+        int, typer.Option(help="phishing: tokens per message, head and tail kept.")
+    ] = 128,
+    epochs: Annotated[
+        int, typer.Option(help="phishing: most epochs; the validation loss stops earlier.")
+    ] = 3,
+    max_per_source: Annotated[
+        int | None,
+        typer.Option(help="phishing: read at most this many messages per source (quick runs)."),
+    ] = None,
+    include_spam: Annotated[
+        bool, typer.Option(help="phishing: keep spam as a third class.")
+    ] = False,
 ) -> None:
-    """Train boosted trees and a scikit-learn baseline, evaluate, track and register them."""
+    """Train a model and its scikit-learn baseline, evaluate, track and register them.
+
+    Flow tasks train boosted trees; the phishing task fine-tunes a pretrained transformer.
+    """
     from dataclasses import replace
 
     from threattune import tasks, training
 
+    if task == "phishing":
+        from threattune._cli_mail import train_phishing
+
+        train_phishing(
+            output=output, register=register, alias=alias, seed=seed, goal=goal,
+            base_model=base_model, max_train=max_train, trainable_layers=trainable_layers,
+            max_length=max_length, epochs=epochs, max_per_source=max_per_source,
+            include_spam=include_spam,
+        )  # fmt: skip
+        return
     path = Path(task)
     if path.suffix.lower() in {".csv", ".parquet", ".pq", ".tsv"}:
         if label_column is None:
@@ -282,8 +328,9 @@ def evaluate(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="Labelled flow files, read as the model "
-            "was trained (NSL-KDD, CICFlowMeter, table)."
+            help="Labelled flow files, read as the model was trained (NSL-KDD, CICFlowMeter, "
+            "table). For a mail model: LABEL=PATH pairs (phishing=inbox.mbox, "
+            "legitimate=ham/), or 'phishing' for the corpus's held-out test split."
         ),
     ],
     model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
@@ -294,12 +341,17 @@ def evaluate(
         Path, typer.Option(help="Folder for report.md, report.json and PNGs.")
     ] = Path("report"),
 ) -> None:
-    """Evaluate a model and its baseline on labelled flows and write a report."""
+    """Evaluate a model and its baseline on labelled flows or mail and write a report."""
     from threattune import tracking
     from threattune.evaluation import labelled_flows
     from threattune.report import EvaluationReport, summary_table
 
     flow_model = tracking.open_model(model)
+    if getattr(flow_model, "kind", "flow") == "mail":
+        from threattune._cli_mail import evaluate_mail
+
+        evaluate_mail(flow_model, [str(f) for f in files], reference=model, output=output)
+        return
     features, labels, source = labelled_flows(flow_model, list(files))
     dataset = name or ", ".join(p.name for p in files)
     report = EvaluationReport(
@@ -319,7 +371,12 @@ def evaluate(
 @app.command()
 def score(
     input_file: Annotated[
-        Path, typer.Argument(metavar="INPUT", help="Unlabelled flows: CSV or Parquet.")
+        list[Path],
+        typer.Argument(
+            metavar="INPUT...",
+            help="Unlabelled flows (CSV or Parquet) or, for a mail model, mbox and .eml files, "
+            "folders and archives of mail.",
+        ),
     ],
     model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
     output: Annotated[Path, typer.Option(help="Scores: .csv, .jsonl or .parquet.")],
@@ -333,14 +390,31 @@ def score(
         ),
     ] = False,
 ) -> None:
-    """Score flows in batches: class, score, attack score, alert and ATT&CK techniques per row."""
+    """Score flows or mail in batches: class, score, alert and ATT&CK technique per row."""
     from threattune import tracking
     from threattune.scoring import score_file
 
+    missing = [str(path) for path in input_file if not path.exists()]
+    if missing:
+        raise ThreatTuneError(
+            "input not found", path=missing[0], fix="name files or folders that exist"
+        )
     flow_model = tracking.open_model(model, with_baseline=False)
+    if getattr(flow_model, "kind", "flow") == "mail":
+        from threattune._cli_mail import score_messages
+
+        score_messages(flow_model, input_file, output)
+        return
+    if len(input_file) != 1:
+        raise ThreatTuneError(
+            "a flow model scores one file at a time",
+            field="INPUT",
+            found=f"{len(input_file)} files",
+            fix="run 'threattune score' once per file",
+        )
     summary = score_file(
         flow_model,
-        input_file,
+        input_file[0],
         output,
         batch_rows=batch_rows,
         delimiter=delimiter,
@@ -384,18 +458,43 @@ def threshold(
     store: Annotated[
         bool, typer.Option(help="Store the point with the model (folder manifest or registry tag).")
     ] = True,
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="auto: calibrate the attack score where cross-validated Brier score on the "
+            "validation split says it helps; or none, sigmoid, isotonic."
+        ),
+    ] = "auto",
 ) -> None:
     """Choose the alert threshold for a goal on the model's validation split; no retraining."""
+    from threattune.errors import ConfigError
     from threattune.tuning import choose_operating_point
 
+    if calibration not in ("auto", "none", "sigmoid", "isotonic"):
+        raise ConfigError(
+            "unknown calibration",
+            field="--calibration",
+            expected="auto, none, sigmoid or isotonic",
+            found=calibration,
+            fix="pass one of the expected values",
+        )
     if output is None:
         local = Path(model)
         output = local / "operating-point" if local.is_dir() else Path("operating-point")
-    result = choose_operating_point(model, goal, output=output, prior=prior, store=store)
+    result = choose_operating_point(
+        model, goal, output=output, prior=prior, store=store, calibration=calibration
+    )
     point = result.point
     state = "met" if point.achievable else "NOT met: closest point shown"
+    typer.echo(f"calibration: {result.calibration.reason}")
     typer.echo(f"goal {point.goal}: {state}")
-    typer.echo(f"threshold on 1 - P(benign): {point.threshold:.6g}")
+    if result.calibration.method == "none":
+        typer.echo(f"threshold on {result.score_name}: {point.threshold:.6g}")
+    else:
+        typer.echo(
+            f"threshold on the calibrated attack probability: {point.threshold:.6g} "
+            f"(alerts where {result.score_name} >= {result.raw_threshold:.6g})"
+        )
     typer.echo(
         f"validation precision {point.precision:.4f} "
         f"[{point.precision_ci[0]:.4f}, {point.precision_ci[1]:.4f}], recall "

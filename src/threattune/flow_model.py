@@ -29,10 +29,12 @@ import pandas as pd
 
 from threattune import __version__
 from threattune._jsonfile import read_json, write_json
+from threattune.calibration import Calibrator
 from threattune.errors import ModelError
 from threattune.fingerprint import Fingerprint
 from threattune.models.baseline import Baseline
 from threattune.models.tabular import BoostedTrees
+from threattune.operating_point import stored_calibrator
 from threattune.preprocessing import FlowEncoder
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,11 @@ _FILES = (
 
 @dataclass
 class Decisions:
-    """What a model decided for a batch of flows."""
+    """What a model decided for a batch of flows.
+
+    ``attack_scores`` is 1 - P(benign), or the calibrated probability of an attack when the
+    operating point stores a calibration: the score the threshold was applied to.
+    """
 
     classes: np.ndarray
     scores: np.ndarray
@@ -68,7 +74,8 @@ class FlowModel:
 
     ``attack_mapping`` maps each class to its techniques as ``[{"id", "name", "tactics"}]``;
     ``operating_point`` is None (the most probable class wins) or a dict whose ``threshold``
-    applies to the attack score, 1 - P(benign).
+    applies to the attack score, 1 - P(benign), calibrated first when the point stores a
+    ``calibration`` (see :func:`threattune.operating_point.stored_calibrator`).
     """
 
     encoder: FlowEncoder
@@ -89,6 +96,11 @@ class FlowModel:
     def operating_point(self) -> dict[str, Any] | None:
         return self.manifest.get("operating_point")
 
+    @property
+    def calibrator(self) -> Calibrator | None:
+        """The calibration of the attack score stored with the operating point, if any."""
+        return stored_calibrator(self.operating_point)
+
     def encode(self, features: pd.DataFrame) -> np.ndarray:
         """The model's input matrix for checked features."""
         return self.encoder.transform(features)
@@ -108,10 +120,14 @@ class FlowModel:
 
         Without an operating point the most probable class wins; with one, a flow is an
         alert when its attack score reaches the threshold, and then takes the most probable
-        attack class.
+        attack class. When the point stores a calibration, the attack score is the calibrated
+        probability of an attack and the threshold applies to it; otherwise 1 - P(benign).
         """
-        attack_scores = 1.0 - proba[:, self.benign_index]
         point = self.operating_point
+        attack_scores = 1.0 - proba[:, self.benign_index]
+        calibrator = self.calibrator
+        if calibrator is not None:
+            attack_scores = calibrator.transform(attack_scores)
         if point is None:
             codes = proba.argmax(axis=1)
         else:

@@ -28,6 +28,12 @@ depend on the class mix::
 Multi-class models alert on the **any-attack score**, ``1 - P(benign)``; the alert's class is the
 most probable attack class (:func:`apply_operating_point`).
 
+Stored points. A point is stored as the dict of :meth:`OperatingPoint.to_dict`, with
+``"calibration"`` (a :class:`~threattune.calibration.Calibrator` dict) when its threshold was set
+on calibrated scores; :func:`stored_calibrator` reads it back, and scoring must calibrate the
+any-attack score with it before comparing it with the threshold. A point without the key is on
+the raw score, as points were before calibration was stored with them.
+
 >>> point = choose_threshold([1, 1, 0, 1, 0, 0], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], "precision>=0.75")
 >>> point.threshold, point.precision, point.recall
 (0.6, 0.75, 1.0)
@@ -68,6 +74,7 @@ __all__ = [
     "plot_operating_point",
     "precision_recall_points",
     "proportion_interval",
+    "stored_calibrator",
 ]
 
 logger = logging.getLogger(__name__)
@@ -620,6 +627,33 @@ def proportion_interval(
     low = 0.0 if successes == 0 else stats.beta.ppf(alpha / 2.0, successes, failures + 1)
     high = 1.0 if failures == 0 else stats.beta.ppf(1.0 - alpha / 2.0, successes + 1, failures)
     return (float(low), float(high))
+
+
+def stored_calibrator(point: Mapping[str, Any] | None) -> Calibrator | None:
+    """The calibrator a stored operating point's threshold applies after, or None.
+
+    None means the threshold is on the raw score (no ``"calibration"`` key, or method
+    ``"none"``).
+
+    >>> stored_calibrator({"threshold": 0.5}) is None
+    True
+    >>> stored_calibrator({"threshold": 0.5, "calibration": {"method": "sigmoid", "a": 2.0,
+    ...                    "b": 0.0, "on_logit": True}}).method
+    'sigmoid'
+    """
+    if not point or point.get("calibration") is None:
+        return None
+    stored = point["calibration"]
+    if not isinstance(stored, Mapping):
+        raise DataError(
+            "stored operating point has a malformed calibration",
+            field="operating_point.calibration",
+            expected="the dict written by Calibrator.to_dict()",
+            found=type(stored).__name__,
+            fix="choose the operating point again with 'threattune threshold'",
+        )
+    calibrator = Calibrator.from_dict(stored)
+    return None if calibrator.method == "none" else calibrator
 
 
 # --- multi-class -----------------------------------------------------------------------------

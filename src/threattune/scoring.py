@@ -1,7 +1,9 @@
 """Scoring flows with a trained model: streamed in batches, checked against the fingerprint.
 
-Each flow gets its class, the probability of that class, the attack score (1 - P(benign)),
-whether it is an alert at the model's operating point, and the class's ATT&CK techniques.
+Each flow gets its class, the probability of that class, the attack score (1 - P(benign), or
+the calibrated probability of an attack when the operating point stores a calibration, the
+scale its threshold is on), whether it is an alert at the model's operating point, and the
+class's ATT&CK techniques.
 Files stream through in batches, so memory stays flat whatever their size, and the output is
 written to a temporary file that replaces the target only when every row has been scored: a
 failed run leaves an earlier output untouched.

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 _PYFUNC_SOURCE = Path(__file__).with_name("_pyfunc.py")
+_PYFUNC_MAIL_SOURCE = Path(__file__).with_name("_pyfunc_mail.py")
 _MODEL_URI = re.compile(r"^(models|runs):/")
 
 
@@ -169,11 +170,50 @@ def log_flow_model(
     )
 
 
-def _requirements() -> list[str]:
+def log_mail_model(model_folder: Path, *, registered_name: str | None) -> RegisteredVersion | None:
+    """Log the mail model of the active run as a pyfunc model and register it.
+
+    Its input is a DataFrame with a ``raw`` column of RFC 822 messages.
+    """
+    mlflow = _mlflow()
+    from mlflow.models import infer_signature
+
+    from threattune.mail_model import MailModel
+    from threattune.mail_scoring import score_raw
+
+    model = MailModel.load(model_folder, with_baseline=False)
+    example = pd.DataFrame({"raw": [_EXAMPLE_MESSAGE]})
+    signature = infer_signature(example, score_raw(model, example["raw"].tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(_PYFUNC_MAIL_SOURCE),
+            artifacts={"mail_model": str(model_folder)},
+            signature=signature,
+            registered_model_name=registered_name,
+            pip_requirements=_requirements(("torch", "transformers", "tokenizers", "safetensors")),
+        )
+    if registered_name is None:
+        return None
+    version = str(info.registered_model_version)
+    logger.info("registered %s version %s", registered_name, version)
+    return RegisteredVersion(
+        registered_name, version, info.run_id, f"models:/{registered_name}/{version}"
+    )
+
+
+_EXAMPLE_MESSAGE = (
+    "From: IT Desk <it@example.com>\nTo: you@example.org\nSubject: Password expiry\n\n"
+    "Your password expires today. Keep it at https://example.com/keep\n"
+)
+
+
+def _requirements(extra: tuple[str, ...] = ()) -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for package in ("xgboost-cpu", "scikit-learn", "skops", "pandas", "numpy", "pyarrow"):
+    for package in ("xgboost-cpu", "scikit-learn", "skops", "pandas", "numpy", "pyarrow", *extra):
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:
@@ -231,17 +271,24 @@ def list_versions(name: str | None = None) -> list[dict[str, Any]]:
 
 
 OPERATING_POINT_TAG = "threattune.operating_point"
+_MAX_TAG_CHARACTERS = 100_000
+"""MLflow's limit on a model-version tag value."""
 
 
 def open_model(reference: str | Path, *, with_baseline: bool = True) -> Any:
-    """Load a :class:`~threattune.flow_model.FlowModel` from a folder or an MLflow URI.
+    """Load a flow or mail model from a folder or an MLflow URI.
 
     For a registry version, an operating point stored later as the version's tag (by
     ``threattune threshold``) overrides the one the model was trained with.
     """
     from threattune.flow_model import FlowModel
+    from threattune.mail_model import MailModel, is_mail_model
 
-    model = FlowModel.load(resolve_model(reference), with_baseline=with_baseline)
+    folder = resolve_model(reference)
+    if is_mail_model(folder):
+        model: Any = MailModel.load(folder, with_baseline=with_baseline)
+    else:
+        model = FlowModel.load(folder, with_baseline=with_baseline)
     text = str(reference)
     if text.startswith("models:/"):
         version = _registry_version(text)
@@ -266,7 +313,11 @@ def _registry_version(uri: str) -> Any:
 
 
 def store_operating_point(uri: str, point: dict[str, Any]) -> str:
-    """Store an operating point as the tag of a registry version; returns NAME/VERSION."""
+    """Store an operating point as the tag of a registry version; returns NAME/VERSION.
+
+    The point's calibration, when it has one, travels inside the same JSON, so that loading
+    the version (:func:`open_model`) applies the calibration its threshold was set after.
+    """
     version = _registry_version(uri)
     if version is None:
         raise TrackingError(
@@ -275,8 +326,17 @@ def store_operating_point(uri: str, point: dict[str, Any]) -> str:
             found=uri,
             fix="use models:/NAME/VERSION or models:/NAME@ALIAS",
         )
+    text = json.dumps(point)
+    if len(text) > _MAX_TAG_CHARACTERS:
+        raise TrackingError(
+            "the operating point is too long for a registry tag",
+            field=OPERATING_POINT_TAG,
+            expected=f"at most {_MAX_TAG_CHARACTERS:,} characters of JSON",
+            found=f"{len(text):,} characters (its calibration is stored with it)",
+            fix="choose the point with --calibration sigmoid or none, or on a model folder",
+        )
     _mlflow().MlflowClient().set_model_version_tag(
-        version.name, version.version, OPERATING_POINT_TAG, json.dumps(point)
+        version.name, version.version, OPERATING_POINT_TAG, text
     )
     return f"{version.name}/{version.version}"
 
@@ -312,5 +372,5 @@ def resolve_model(reference: str | Path) -> Path:
         ) from exc
     candidates = [p.parent for p in local.rglob("manifest.json")]
     if not candidates:
-        raise ModelError("the MLflow model holds no threattune flow model", path=local)
+        raise ModelError("the MLflow model holds no threattune model", path=local)
     return candidates[0]

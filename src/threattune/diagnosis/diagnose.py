@@ -20,6 +20,9 @@ broken export explains drift, novelty and false positives at once.
 Large segments are not read whole into the checks: every row goes through the pipeline audit,
 and a uniform seeded sample of at most ``max_rows`` rows (200,000 by default) feeds the rest.
 
+A mail model is diagnosed by :func:`~threattune.diagnosis.mail.diagnose_mail` instead (the
+same :class:`Diagnosis`, with ``text`` holding what the text checks measured).
+
 >>> diagnosis = diagnose("runs/nsl-kdd/model", None, "segment.csv")  # doctest: +SKIP
 >>> diagnosis.write("diagnosis/")  # doctest: +SKIP
 """
@@ -32,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +66,9 @@ from threattune.flow_model import REFERENCE_PROFILE, FlowModel
 from threattune.scoring import headerless_names
 from threattune.sources import _tables
 from threattune.sources.flows import nsl_kdd_category
+
+if TYPE_CHECKING:
+    from threattune.mail_model import MailModel
 
 __all__ = ["MAX_ROWS", "Diagnosis", "Segment", "diagnose", "read_segment"]
 
@@ -116,6 +122,8 @@ class Diagnosis:
     estimate: Estimate | None = None
     labels: dict[str, Any] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    text: Any = None
+    unit: str = "rows"
 
     @property
     def severity(self) -> Severity:
@@ -145,6 +153,8 @@ class Diagnosis:
                 "estimate": None if self.estimate is None else self.estimate.to_dict(),
                 "labels": self.labels,
                 "seconds": self.seconds,
+                "unit": self.unit,
+                "text": None if self.text is None else self.text.to_dict(),
             }
         )
 
@@ -156,18 +166,22 @@ class Diagnosis:
 
 
 def diagnose(
-    model: FlowModel | str | Path,
-    reference: ReferenceProfile | str | Path | None,
-    current: str | Path | pd.DataFrame,
+    model: FlowModel | MailModel | str | Path,
+    reference: ReferenceProfile | str | Path | Sequence[str | Path] | None,
+    current: str | Path | pd.DataFrame | Sequence[str | Path],
     labels: str | Path | Sequence[Any] | np.ndarray | pd.Series | None = None,
     *,
     known_labels: Sequence[str] | None = None,
     max_rows: int = MAX_ROWS,
     multivariate: bool = True,
     adversarial: bool = True,
+    max_messages: int = 2_000,
     seed: int = 0,
 ) -> Diagnosis:
     """Diagnose segment ``current`` against the model's ``reference``; findings ranked.
+
+    For a mail model ``current`` (and ``reference``, when given) is mail and ``labels`` are
+    ``LABEL=PATH`` inputs; see :func:`~threattune.diagnosis.mail.diagnose_mail`.
 
     Parameters
     ----------
@@ -186,10 +200,26 @@ def diagnose(
         attack names of the training files when they can be read.
     max_rows:
         Rows sampled for everything but the pipeline audit, which sees every row.
+    max_messages:
+        Messages sampled on each side, for a mail model.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     flow_model = _open(model)
+    if getattr(flow_model, "kind", "flow") == "mail":
+        from threattune.diagnosis.mail import diagnose_mail
+
+        return diagnose_mail(
+            flow_model, reference, current, labels, max_messages=max_messages, seed=seed
+        )  # type: ignore[arg-type]
+    for name, value in (("--current", current), ("--reference", reference)):
+        if isinstance(value, list | tuple):
+            raise ConfigError(
+                "a flow model is diagnosed on one file at a time",
+                field=name,
+                expected="one flows file",
+                found=", ".join(map(str, value)),
+            )
     label_column = labels if isinstance(labels, str) and not Path(labels).is_file() else None
     keep = [label_column] if label_column else []
     segment = read_segment(flow_model, current, max_rows=max_rows, seed=seed, keep=keep)
@@ -358,8 +388,9 @@ def _header(path: Path) -> list[str]:
     return [c.strip() for c in next(csv.reader([_tables.first_line(path)]))]
 
 
-def _open(model: FlowModel | str | Path) -> FlowModel:
-    if isinstance(model, FlowModel):
+def _open(model: Any) -> Any:
+    """The flow model (or mail model) behind a model object, folder or registry URI."""
+    if isinstance(model, FlowModel) or getattr(model, "kind", None) == "mail":
         return model
     from threattune.tracking import open_model
 

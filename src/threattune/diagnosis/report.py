@@ -41,13 +41,13 @@ th { background: #f0f0f0; }
 .medium { background: #f0ad4e; } .low { background: #d9edf7; } .info { background: #f7f7f7; }
 code { font-size: 0.9em; } img { max-width: 100%; }
 </style></head><body>
-<h1>Diagnosis of a new segment</h1>
+<h1>Diagnosis of {{ "new mail" if d.text else "a new segment" }}</h1>
 <table>
 <tr><th>model</th><td><code>{{ d.model }}</code></td></tr>
 <tr><th>reference</th><td><code>{{ d.reference }}</code></td></tr>
-<tr><th>segment</th><td><code>{{ d.current }}</code></td></tr>
-<tr><th>rows</th><td>{{ "{:,}".format(d.rows_read) }} read, {{ "{:,}".format(d.rows_diagnosed) }}
- diagnosed</td></tr>
+<tr><th>{{ "new mail" if d.text else "segment" }}</th><td><code>{{ d.current }}</code></td></tr>
+<tr><th>{{ d.unit }}</th><td>{{ "{:,}".format(d.rows_read) }} read,
+ {{ "{:,}".format(d.rows_diagnosed) }} diagnosed</td></tr>
 <tr><th>worst severity</th><td class="{{ d.severity }}">{{ d.severity }}</td></tr>
 </table>
 <h2>Findings, most severe first</h2>
@@ -68,14 +68,40 @@ code { font-size: 0.9em; } img { max-width: 100%; }
 <td>{{ pct(estimate.validation_precision) }}</td><td>{{ pct(estimate.true_precision) }}</td></tr>
 </table><p>Calibration: {{ estimate.calibration }}; {{ estimate.alerts }} alerts in
 {{ estimate.rows }} rows.</p>{% endif %}
-{% if examples %}<h2>Most novel rows, for an analyst</h2>
+{% if text %}{% if text.unlike %}<h2>Messages most unlike the reference</h2>
+<table><tr><th>message</th><th>subject</th><th>source</th><th>domain score</th>
+<th>threat score</th><th>alert</th></tr>
+{% for e in text.unlike %}<tr><td>{{ e.message }}</td><td>{{ e.subject }}</td>
+<td><code>{{ e.source }}</code></td><td>{{ "%.2f"|format(e.domain_score) }}</td>
+<td>{{ "%.3f"|format(e.threat_score) }}</td><td>{{ "yes" if e.alert else "" }}</td></tr>
+{% endfor %}</table>{% endif %}
+{% if examples %}<h2>Most novel messages, for an analyst</h2>
+<table><tr><th>message</th><th>subject</th><th>source</th><th>decision</th><th>label</th>
+<th>novelty</th><th>threat score</th></tr>
+{% for e in examples %}<tr><td>{{ e.row }}</td><td>{{ e.subject }}</td>
+<td><code>{{ e.source }}</code></td><td>{{ e.predicted }}</td><td>{{ e.label or "" }}</td>
+<td>{{ "%.2f"|format(e.score) }}</td><td>{{ "%.3f"|format(e.threat_score) }}</td></tr>
+{% endfor %}</table>{% endif %}
+<h2>Predictions and text shape</h2>
+<table><tr><th>measure</th><th>reference</th><th>new mail</th><th>effect</th><th>p</th>
+<th>severity</th><th>compared with</th></tr>
+{% for r in measures %}<tr><td>{{ r.measure }}</td><td>{{ pct(r.reference) }}</td>
+<td>{{ pct(r.current) }}</td><td>{{ num(r.effect) }} {{ r.effect_name }}</td>
+<td>{{ num(r.p_value) }}</td><td>{{ r.severity or r.status or "" }}</td><td>{{ r.basis }}</td></tr>
+{% endfor %}</table>
+<h2>Tokenizer and pipeline</h2>
+<table><tr><th>field</th><th>stored with the model</th><th>loaded now</th><th></th></tr>
+{% for r in text.fingerprint %}<tr><td>{{ r.field }}</td><td><code>{{ r.stored }}</code></td>
+<td><code>{{ r.loaded }}</code></td>
+<td>{{ "" if r.stored|string == r.loaded|string else "differs" }}</td></tr>
+{% endfor %}</table>{% elif examples %}<h2>Most novel rows, for an analyst</h2>
 <table><tr><th>row</th><th>predicted</th><th>label</th><th>novelty</th><th>features</th></tr>
 {% for e in examples %}<tr><td>{{ e.row }}</td><td>{{ e.predicted }}</td>
 <td>{{ e.label or "" }}</td><td>{{ "%.2f"|format(e.score) }}</td>
 <td><code>{% for k, v in e.features.items() %}{{ k }}={{ v }} {% endfor %}</code></td></tr>
 {% endfor %}</table>{% endif %}
-{% if labels %}<h2>Labels in the segment</h2>
-<table><tr><th>label</th><th>rows</th><th>absent from training</th><th>novelty flags</th>
+{% if labels %}<h2>Labels in the {{ "labelled mail" if d.text else "segment" }}</h2>
+<table><tr><th>label</th><th>{{ d.unit }}</th><th>absent from training</th><th>novelty flags</th>
 <th>model alerts</th></tr>
 {% for name, e in labels.items() %}<tr><td>{{ name }}</td><td>{{ e.rows }}</td>
 <td>{{ "yes" if e.novel else "" }}</td><td>{{ pct(e.flag_rate) }}</td>
@@ -110,8 +136,16 @@ def render_html(diagnosis: Diagnosis) -> str:
     drift = diagnosis.drift.records() if diagnosis.drift is not None else []
     drift = sorted(drift, key=lambda r: -(r.get("psi") or 0.0))[:40]
     novelty = diagnosis.novelty
+    text = diagnosis.text
+    measures = []
+    if text is not None:
+        measures = [text.prediction["alert_rate"], text.prediction["threat_score"], *text.shape]
+        for record in measures:
+            record.setdefault("status", None)
     return template.render(
         d=diagnosis,
+        text=text,
+        measures=measures,
         findings=[f for f in diagnosis.findings],
         charts=_charts(diagnosis),
         estimate=diagnosis.estimate,
@@ -144,11 +178,13 @@ def _charts(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         ax.hist(np.clip(novelty.reference_scores, 0, bins[-1]), bins, alpha=0.5, density=True,
                 label="reference")  # fmt: skip
         ax.hist(np.clip(novelty.scores, 0, bins[-1]), bins, alpha=0.5, density=True,
-                label="segment")  # fmt: skip
+                label="segment" if diagnosis.text is None else "new mail")  # fmt: skip
         ax.axvline(1.0, color="red", linestyle="--", label="threshold (5 % of reference)")
         ax.set_xlabel("novelty score / threshold of the predicted class")
         ax.legend()
         charts.append(("Novelty scores", _png(fig)))
+    if diagnosis.text is not None:
+        charts += _text_charts(diagnosis.text)
     if diagnosis.adversarial is not None and diagnosis.adversarial.by_class:
         ranked = diagnosis.adversarial.ranked()
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(ranked) + 1.2))
@@ -159,6 +195,27 @@ def _charts(diagnosis: Diagnosis) -> list[tuple[str, str]]:
         ax.set_xlim(0, 1)
         ax.legend(loc="lower right")
         charts.append(("Evasion by attack class", _png(fig)))
+    return charts
+
+
+def _text_charts(text: Any) -> list[tuple[str, str]]:
+    """Threat scores and token lengths of the new mail beside the reference."""
+    charts = []
+    pairs = (
+        ("Threat scores", "threat score", text.reference_threat, text.current_threat,
+         np.linspace(0.0, 1.0, 41)),
+        ("Token lengths", f"tokens (cut at {text.max_length})", text.reference_lengths,
+         text.current_lengths, np.linspace(0, max(text.max_length, 1), 33)),
+    )  # fmt: skip
+    for title, label, reference, current, bins in pairs:
+        if not len(reference) or not len(current):
+            continue
+        fig, ax = plt.subplots(figsize=(8, 3))
+        ax.hist(reference, bins, alpha=0.5, density=True, label="reference")
+        ax.hist(current, bins, alpha=0.5, density=True, label="new mail")
+        ax.set_xlabel(label)
+        ax.legend()
+        charts.append((title, _png(fig)))
     return charts
 
 

@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import skops.io as sio
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
@@ -21,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from threattune._skops import sio
 from threattune.errors import ModelError
 
 logger = logging.getLogger(__name__)

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from threattune._skops import sio
 from threattune.errors import DataError, ModelError
 
 __all__ = ["TextBaseline", "binary_scores", "normalise_for_model"]
