@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +47,8 @@ _MAX_PER_SOURCE_HELP = (
 )
 _STORE_HELP = (
     "Verdict store URL (sqlite:///verdicts.db). Without --from-labels, analysts' verdicts on "
-    "the segment's alerts are read from it; with --from-labels, the derived verdicts are "
+    "the segment's alerts are read from it (or from a verdicts file, .csv or .jsonl, as "
+    "'threattune verdicts import' reads); with --from-labels, the derived verdicts are "
     "imported into it."
 )
 _FROM_LABELS_HELP = (
@@ -53,7 +57,8 @@ _FROM_LABELS_HELP = (
 )
 _ROOT_CAUSE_HELP = (
     "Comma-separated feature columns whose values name a false positive's root cause when "
-    "verdicts come from labels, such as service,flag for NSL-KDD."
+    "verdicts come from labels, such as service,flag for NSL-KDD, or source for mail (the "
+    "mail file or corpus source a message came from)."
 )
 
 
@@ -138,10 +143,11 @@ def train_command(
                 summary = store.import_records(derived, source=f"labels of {flows.source}")
             typer.echo(f"verdicts: {summary.inserted} imported into {verdicts}")
     else:
-        cascade, evaluation = _train_from_store(
-            flow_model, flows, verdicts or "", first_slice, recall_budget, model,
-            min_class_verdicts,
-        )  # fmt: skip
+        with _verdict_store(verdicts or "") as store_url:
+            cascade, evaluation = _train_from_store(
+                flow_model, flows, store_url, first_slice, recall_budget, model,
+                min_class_verdicts,
+            )  # fmt: skip
 
     folder = cascade.save(output / "cascade")
     _write_evaluation(output, evaluation.to_dict(), evaluation.to_markdown())
@@ -151,6 +157,26 @@ def train_command(
         if registered is not None:
             typer.echo(f"registered: {registered.uri}")
     typer.echo(f"cascade: {folder}")
+
+
+@contextmanager
+def _verdict_store(value: str) -> Iterator[str]:
+    """The store URL to read verdicts from: ``value``, or a temporary store of a verdicts file."""
+    from threattune.verdicts import IMPORT_FORMATS, VerdictStore
+
+    path = Path(value)
+    if "://" in value or path.suffix.lower() not in IMPORT_FORMATS:
+        yield value
+        return
+    if not path.is_file():
+        raise ConfigError("verdicts file not found", path=path, field="--verdicts",
+                          fix="pass a verdicts file or a store URL")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="threattune-verdicts-") as folder:
+        url = f"sqlite:///{Path(folder) / 'verdicts.db'}"
+        with VerdictStore(url) as store:
+            summary = store.import_file(path)
+        logger.info("read %d verdicts from %s", summary.inserted, path)
+        yield url
 
 
 def _load_segment(

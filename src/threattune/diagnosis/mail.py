@@ -254,7 +254,7 @@ def diagnose_mail(
     model: MailModel | str | Path,
     reference: str | Path | Sequence[str | Path] | Sequence[Message] | None,
     current: str | Path | Sequence[str | Path] | Sequence[Message],
-    labels: Sequence[str | tuple[str, str | Path]] | None = None,
+    labels: str | Path | Sequence[str | tuple[str, str | Path]] | None = None,
     *,
     max_messages: int = MAX_MESSAGES,
     alpha: float = 0.01,
@@ -298,6 +298,8 @@ def diagnose_mail(
             + (f" (first: {new.skipped[0].message})" if new.skipped else ""),
         )
     labelled = None
+    if isinstance(labels, str | Path):
+        labels = [str(labels)]
     if labels:
         labelled = read_mail(labelled_inputs(labels), max_messages=max_messages, seed=seed)
         if len(labelled) == 0:
@@ -934,7 +936,8 @@ def _novelty_findings(result: NoveltyResult) -> list[Finding]:
                 f"messages, {entry['flag_rate']:.0%} flagged by the novelty score, "
                 f"{entry['alert_rate']:.0%} alerted by the model"
             )
-        out.append(replace(finding, message=message))
+        subject = "new mail" if finding.kind == "novelty" else finding.subject
+        out.append(replace(finding, subject=subject, message=message))
     return out
 
 
