@@ -30,4 +30,4 @@ benchmark: venv
 	$(BIN)/python benchmarks/scoring_throughput.py
 
 clean:
-	rm -rf runs report mlruns.db mlartifacts .pytest_cache
+	rm -rf runs report mlruns.db mlartifacts .pytest_cache service.db* verdicts.db*

@@ -287,6 +287,63 @@ def test_command_line_trains_and_evaluates_on_mail_files(
     assert again["training"] == manifest["training"]
 
 
+def test_triage_groups_mail_false_positives_by_embedding_and_words(
+    trained: dict, data_root: Path, tmp_path: Path
+) -> None:
+    ham = _spamassassin_ham(data_root, tmp_path / "ham", 120, "hard_ham")
+    phish = _nazario_mbox(data_root, tmp_path / "phish.mbox", 60)
+    app = typer.Typer()
+    register(app)
+    output = tmp_path / "triage"
+
+    result = CliRunner().invoke(app, [
+        "triage", "--model", str(trained["folder"]), "--segment", f"legitimate={ham}",
+        "--segment", f"phishing={phish}", "--from-labels", "--root-cause-columns", "source",
+        "--max-clusters", "4", "--output", str(output),
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((output / "triage.json").read_text())
+    assert report["false_positives"] >= 2 and report["clusters"]
+    assert sum(g["size"] for g in report["clusters"]) == report["false_positives"]
+    kinds = {f["kind"] for g in report["clusters"] for f in g["features"]}
+    assert "term" in kinds, kinds
+    assert {g["name"] for g in report["categories"]} <= {p.name for p in ham.iterdir()}
+    markdown = (output / "triage.md").read_text()
+    assert "word '" in markdown and "# False-positive triage" in markdown
+
+
+def test_triage_reads_verdicts_from_a_file_and_needs_verdicts(
+    trained: dict, data_root: Path, tmp_path: Path
+) -> None:
+    ham = _spamassassin_ham(data_root, tmp_path / "ham", 40, "hard_ham")
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    model = str(trained["folder"])
+    segment = labelled_mail_segment(trained["model"], [f"legitimate={ham}"])
+    rows = [
+        {"alert_id": a, "model_version": "m/1", "verdict": "fp", "root_cause": "newsletter",
+         "analyst": "ana", "time": f"2024-01-01T00:00:{i % 60:02d}Z"}
+        for i, a in enumerate(segment.alert_ids)
+    ]  # fmt: skip
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "verdicts.csv", index=False)
+
+    missing = runner.invoke(app, ["triage", "--model", model, "--segment", f"legitimate={ham}",
+                                  "--output", str(tmp_path / "none")])  # fmt: skip
+    assert missing.exit_code != 0 and "verdicts" in str(missing.exception or missing.output)
+    result = runner.invoke(app, [
+        "triage", "--model", model, "--segment", f"legitimate={ham}",
+        "--verdicts", str(tmp_path / "verdicts.csv"), "--output", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "triage.json").read_text())
+    assert report["true_positives"] == 0
+    assert [g["name"] for g in report["categories"]] in ([], ["newsletter"])
+
+
 def test_a_flow_model_takes_one_segment_file(tmp_path: Path) -> None:
     from threattune._cli_cascade import _load_segment
 

@@ -203,3 +203,25 @@ def test_score_raw_marks_unreadable_messages(trained: MailTrainingResult) -> Non
     scored = score_raw(model, [mail_samples.plain().decode(), b"\x00\x01\x02"])
     assert list(scored["class"])[1] == "unreadable"
     assert not scored.loc[1, "alert"]
+
+
+def test_evaluation_applies_the_calibration_a_new_threshold_stored(
+    trained: MailTrainingResult, tmp_path: Path
+) -> None:
+    import shutil
+
+    from threattune.mail_training import evaluate_on_split
+    from threattune.tuning import choose_operating_point
+
+    folder = Path(shutil.copytree(trained.model_folder, tmp_path / "model"))
+    chosen = choose_operating_point(
+        str(folder), "fpr<=0.2", output=tmp_path / "point", calibration="isotonic"
+    )
+    assert chosen.calibration.method == "isotonic"
+
+    model = MailModel.load(folder)
+    measures, _ = evaluate_on_split(model, part="validation", max_per_source=40)
+
+    assert measures["transformer"]["recall"] == pytest.approx(chosen.point.recall, abs=0.05)
+    assert measures["transformer"]["recall"] > 0.0
+    assert measures["transformer"]["fpr"] == pytest.approx(chosen.point.fpr, abs=0.05)

@@ -1,7 +1,7 @@
 """Commands of the two-stage filter and of false-positive triage.
 
 ``register(app)`` adds ``threattune cascade train|evaluate`` (flow and mail models) and
-``threattune triage`` (flow models).
+``threattune triage``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["register"]
 
 _MODEL_HELP = "Stage-one flow or mail model: a model folder or models:/NAME@ALIAS."
-_FLOW_MODEL_HELP = "Stage-one flow model: a model folder or models:/NAME@ALIAS."
 _SEGMENT_HELP = (
     "Flows: one labelled file, read as the model was trained (NSL-KDD, CICFlowMeter, table), "
     "in the order the flows were seen; each flow's alert id is FILE:ROW. Mail: LABEL=PATH "
     "(repeat it; mbox, .eml, folders, archives), each message's alert id a hash of its file "
     "name and Message-ID; or phishing:test, phishing:unsampled or phishing:test+unsampled, "
     "parts of the built-in corpus the model never trained on, alert id the corpus id."
-)
-_FLOW_SEGMENT_HELP = (
-    "Labelled flows, read as the model was trained (NSL-KDD, CICFlowMeter, table), "
-    "in the order they were seen; each flow's alert id is FILE:ROW."
 )
 _ORDER_HELP = (
     "Mail: order of the segment: time (Date header; undated last), time-per-label (each "
@@ -302,23 +297,33 @@ def evaluate_command(
 
 
 def triage_command(
-    model: Annotated[str, typer.Option(help=_FLOW_MODEL_HELP)],
-    segment: Annotated[Path, typer.Option(help=_FLOW_SEGMENT_HELP)],
+    model: Annotated[str, typer.Option(help=_MODEL_HELP)],
+    segment: Annotated[list[str], typer.Option(help=_SEGMENT_HELP)],
     output: Annotated[Path, typer.Option(help="Folder for triage.md and triage.json.")],
     verdicts: Annotated[
         str | None,
-        typer.Option(help="Verdict store URL with analysts' verdicts on the segment's alerts."),
+        typer.Option(
+            help="Verdict store URL (or a .csv / .jsonl verdicts file) with analysts' verdicts "
+            "on the segment's alerts."
+        ),
     ] = None,
     from_labels: Annotated[bool, typer.Option(help=_FROM_LABELS_HELP)] = False,
     root_cause_columns: Annotated[str, typer.Option(help=_ROOT_CAUSE_HELP)] = "",
     max_clusters: Annotated[
         int, typer.Option(help="Most clusters to try; silhouette chooses among 2..N.")
     ] = 8,
+    max_per_source: Annotated[int | None, typer.Option(help=_MAX_PER_SOURCE_HELP)] = None,
 ) -> None:
     """Group a model's false positives on a segment by root cause, for a SOC lead to fix.
 
+    Flows are grouped over the model's input features; mail over the model's text embeddings,
+    each group described by its header, link and attachment evidence and its words.
+
     Example: threattune triage --model models:/threattune-nsl-kdd@champion
     --segment KDDTest+.txt --from-labels --root-cause-columns service,flag --output triage
+
+    Mail: threattune triage --model models:/threattune-phishing@champion
+    --segment legitimate=ham/ --segment phishing=lures.mbox --from-labels --output triage
     """
     from threattune import cascade as two_stage
     from threattune import tracking
@@ -331,15 +336,11 @@ def triage_command(
             field="--verdicts",
             fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
         )
-    flow_model = tracking.open_model(model, with_baseline=False)
-    if getattr(flow_model, "kind", None) == "mail":
-        raise ConfigError(
-            "triage groups the false positives of a flow model", field="--model",
-            expected="a flow model", found="a mail model",
-            fix="for mail, train a cascade (threattune cascade train) to filter them",
-        )  # fmt: skip
-    flows = two_stage.load_segment(flow_model, segment)
-    alerted = np.flatnonzero(flow_model.decide(flow_model.predict_proba(flows.features)).alerts)
+    stage_one = tracking.open_model(model, with_baseline=False)
+    mail = getattr(stage_one, "kind", None) == "mail"
+    flows = _load_segment(stage_one, segment, "file" if mail else None, max_per_source)
+    proba = two_stage.stage_one_proba(stage_one, flows.features)
+    alerted = np.flatnonzero(stage_one.decide(proba).alerts)
     alerts = flows.subset(alerted)
     causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
     if from_labels:
@@ -347,29 +348,36 @@ def triage_command(
         found = verdicts_from_labels(
             frame,
             alerts.labels,
-            flow_model.benign_class,
-            model_version=two_stage.stage_one_version(flow_model),
+            stage_one.benign_class,
+            model_version=two_stage.stage_one_version(stage_one),
             root_cause_columns=causes,
         )
         judged = [v.verdict for v in found]
         root_causes = [v.root_cause for v in found] if causes else None
-        features, ids = alerts.features, alerts.alert_ids
+        rows = np.arange(len(alerts))
     else:
-        with VerdictStore(verdicts or "") as store:
+        with _verdict_store(verdicts or "") as store_url, VerdictStore(store_url) as store:
             table = two_stage.verdicts_for_alerts(store, alerts.alert_ids)
         position = {alert_id: row for row, alert_id in enumerate(alerts.alert_ids)}
         rows = np.array([position[a] for a in table["alert_id"]], dtype=int)
-        features, ids = alerts.features.iloc[rows], table["alert_id"].to_numpy()
         judged, root_causes = table["verdict"].tolist(), table["root_cause"].tolist()
+    judged_alerts = alerts.subset(rows)
 
+    if mail:
+        features, categorical, embedding, texts = _mail_triage_inputs(stage_one, judged_alerts)
+    else:
+        features, embedding, texts = judged_alerts.features, None, None
+        categorical = list(stage_one.encoder.categorical)
     report = triage_false_positives(
         features,
         judged,
-        ids,
-        categorical=flow_model.encoder.categorical,
+        judged_alerts.alert_ids,
+        categorical=categorical,
         root_causes=root_causes,
         max_clusters=max_clusters,
-        context={"model": model, "segment": str(segment)},
+        context={"model": model, "segment": ", ".join(segment)},
+        embedding=embedding,
+        texts=texts,
     )
     output.mkdir(parents=True, exist_ok=True)
     (output / "triage.md").write_text(report.to_markdown(), encoding="utf-8")
@@ -379,6 +387,19 @@ def triage_command(
     for finding in report.findings():
         typer.echo(f"[{finding.severity}] {finding.subject}: {finding.message}")
     typer.echo(f"triage: {output / 'triage.md'}")
+
+
+def _mail_triage_inputs(model: Any, alerts: Any) -> tuple[Any, list[str], Any, list[str]]:
+    """What mail false positives are grouped and described by: evidence, source, embedding."""
+    import pandas as pd
+
+    from threattune.mail_cascade import EVIDENCE_FEATURES, evidence_matrix, model_texts
+
+    texts = model_texts(alerts.features)
+    features = pd.DataFrame(evidence_matrix(alerts.features), columns=list(EVIDENCE_FEATURES))
+    features["source"] = alerts.features["source"].astype(str).to_numpy()
+    embedding = model.classifier.embed(texts) if texts else np.zeros((0, 1))
+    return features, ["source"], embedding, texts
 
 
 def _write_evaluation(output: Path, content: dict[str, Any], markdown: str) -> None:

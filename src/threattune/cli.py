@@ -555,6 +555,12 @@ def models_show(
     for cls, techniques in flow_model.technique_labels().items():
         marker = " (benign)" if cls == flow_model.benign_class else ""
         typer.echo(f"  {cls}{marker}: {techniques or '-'}")
+    if getattr(flow_model, "kind", "flow") == "mail":
+        typer.echo(f"base model: {manifest.get('base_model')}")
+        typer.echo("input:")
+        for key, value in flow_model.fingerprint.items():
+            typer.echo(f"  {key}: {value}")
+        return
     typer.echo(f"input ({flow_model.fingerprint.digest}):")
     for column in flow_model.fingerprint.columns:
         typer.echo(f"  {column.name}: {column.kind}")
@@ -647,6 +653,15 @@ def main() -> None:
         app()
     except ThreatTuneError as exc:
         typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        # A file the system refused (no such folder, no permission, disk full): name it and stop.
+        where = exc.filename if exc.filename is not None else "a file"
+        typer.echo(
+            f"error: cannot use {where}: {exc.strerror or exc}; check the path, its folder and "
+            "the permissions, and that the disk has room",
+            err=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -122,9 +122,16 @@ def score_mail(
     summary = MailScoringSummary([str(p) for p in inputs], str(output_path))
     classes: Counter[str] = Counter()
     techniques: Counter[str] = Counter()
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(f".{output_path.name}.partial-{os.getpid()}")
-    writer = _Writer(kind, partial)
+    try:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        partial.touch()
+        writer = _Writer(kind, partial)
+    except OSError as error:
+        raise ConfigError(
+            "cannot write the output", path=output_path, found=error.strerror or str(error),
+            fix="choose a folder you can write to",
+        ) from error  # fmt: skip
     bar = _progress() if progress else None
     started = time.perf_counter()
     try:

@@ -28,6 +28,7 @@ import pandas as pd
 from threattune import tracking
 from threattune._jsonfile import write_json
 from threattune.attack import AttackMapping
+from threattune.calibration import Calibrator
 from threattune.errors import DataError
 from threattune.mail_model import (
     REFERENCE_EMBEDDINGS,
@@ -38,7 +39,7 @@ from threattune.mail_model import (
 )
 from threattune.models.text import TextClassifier, TextSettings
 from threattune.models.text_baseline import TextBaseline, binary_scores, normalise_for_model
-from threattune.operating_point import OperatingPoint, choose_threshold
+from threattune.operating_point import OperatingPoint, choose_threshold, stored_calibrator
 from threattune.phishing import LEGITIMATE, PHISHING, PhishingCorpus, build_corpus
 from threattune.sources.mail import Message
 
@@ -245,18 +246,35 @@ def _operating_point(
 
 
 def _measures(
-    model: MailModel, truth: np.ndarray, proba: np.ndarray, point: OperatingPoint | None
+    model: MailModel,
+    truth: np.ndarray,
+    proba: np.ndarray,
+    point: OperatingPoint | None,
+    calibration: Calibrator | None = None,
 ) -> dict[str, float]:
-    """Precision, recall, F1, FPR on legitimate mail, AUC and accuracy at the threshold."""
+    """Precision, recall, F1, FPR on legitimate mail, AUC and accuracy at the threshold.
+
+    With ``calibration`` (stored with the point by ``threattune threshold``) the threshold is
+    on the calibrated threat score, as scoring applies it; AUC stays that of the raw score.
+    """
     threshold = point.threshold if point is not None else 0.5
-    threat = 1.0 - proba[:, model.benign_index]
+    raw = 1.0 - proba[:, model.benign_index]
+    threat = calibration.transform(raw) if calibration is not None else raw
     positive = np.asarray(truth) != model.benign_class
     measures = binary_scores(positive, threat, threshold)
+    measures["auc"] = binary_scores(positive, raw, threshold)["auc"]
     measures["accuracy"] = float(((threat >= threshold) == positive).mean())
     measures["threshold"] = float(threshold)
-    at_half = binary_scores(positive, threat, 0.5)
+    at_half = binary_scores(positive, raw, 0.5)
     measures["f1_at_0.5"] = at_half["f1"]
     return measures
+
+
+def _at_stored_point(model: MailModel, truth: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """The transformer's measures at the operating point stored with it, calibration included."""
+    point = model.operating_point
+    stored = OperatingPoint.from_dict(point) if point else None
+    return _measures(model, truth, proba, stored, stored_calibrator(point))
 
 
 def evaluate_on_split(
@@ -268,9 +286,7 @@ def evaluate_on_split(
     split = corpus.split(seed=seed).parts()[part]
     texts = [normalise_for_model(t) for t in corpus.table["text"].iloc[split]]
     truth = corpus.table["label"].iloc[split].astype(str).to_numpy(dtype=object)
-    point = model.operating_point
-    stored = OperatingPoint.from_dict(point) if point else None
-    measures = {"transformer": _measures(model, truth, model.predict_proba(texts), stored)}
+    measures = {"transformer": _at_stored_point(model, truth, model.predict_proba(texts))}
     if model.baseline is not None:
         measures["baseline"] = _measures(model, truth, model.baseline_proba(texts), None)
     return measures, len(split)
@@ -282,13 +298,11 @@ def evaluate_on_messages(
     """Measure a model on labelled messages: the transformer at its operating point, the
     baseline at 0.5."""
     if not messages:
-        raise DataError("no readable labelled message to evaluate on", field="FILES",
+        raise DataError("no readable labelled message to evaluate on", field="LABEL=PATH",
                         fix="check the LABEL=PATH inputs")  # fmt: skip
     texts = [message_text(m) for m in messages]
     truth = np.asarray(labels, dtype=object)
-    point = model.operating_point
-    stored = OperatingPoint.from_dict(point) if point else None
-    measures = {"transformer": _measures(model, truth, model.predict_proba(texts), stored)}
+    measures = {"transformer": _at_stored_point(model, truth, model.predict_proba(texts))}
     if model.baseline is not None:
         measures["baseline"] = _measures(model, truth, model.baseline_proba(texts), None)
     return measures

@@ -4,13 +4,15 @@ Analysts drown in false positives that share a cause: one backup job, one scanne
 itself, one misconfigured service. Triage finds those groups so that each can be fixed once.
 Groups come from two sources:
 
-* clusters over the alerts' features (numbers log-scaled and standardised, categories one-hot),
-  the number of clusters chosen by silhouette on a sample, and
+* clusters over the alerts' features (numbers log-scaled and standardised, categories one-hot)
+  or, for mail, over the model's text embeddings, the number of clusters chosen by silhouette
+  on a sample, and
 * the analysts' root-cause categories, where verdicts carry them.
 
 For each group the report gives its size and share of the false positives, the features that
 set it apart from the true positives (standardised mean difference and Kolmogorov-Smirnov
-statistic for numbers, the most over-represented values for categories) and example alert ids.
+statistic for numbers, the most over-represented values for categories, and for mail the words
+found in more of its messages than of the true positives) and example alert ids.
 
 :func:`verdicts_from_labels` turns the alerts on a labelled segment into verdicts, so that the
 same protocol runs on public datasets that no analyst has judged.
@@ -63,6 +65,9 @@ LABEL_ANALYST = "ground-truth-labels"
 _SILHOUETTE_SAMPLE = 2_000
 _TOP_CATEGORIES = 20
 _EXAMPLES = 5
+_MAX_TERMS = 20_000
+_MIN_TERM_SHARE = 0.2
+"""A word must be in at least this share of a group's messages to describe it."""
 
 
 # --- verdicts from labels ---------------------------------------------------------------------
@@ -340,6 +345,8 @@ def triage_false_positives(
     top_features: int = 5,
     seed: int = 0,
     context: dict[str, str] | None = None,
+    embedding: np.ndarray | None = None,
+    texts: Sequence[str] | None = None,
 ) -> TriageReport:
     """Group the false positives among ``features`` (one row per alert) by root cause.
 
@@ -348,6 +355,10 @@ def triage_false_positives(
     Clusters: KMeans over :func:`encode_for_clustering`, k from 2 to ``max_clusters`` chosen by
     silhouette on a sample. ``root_causes`` (the analysts' categories, None where not given)
     add one group per category, the ``max_categories`` largest.
+
+    For mail, ``embedding`` (one row per alert, such as the model's pooled text embedding)
+    replaces the features as what the clusters are drawn over, and ``texts`` (one per alert)
+    adds the words that set each group apart from the true positives.
     """
     canonical = np.array([normalise_verdict(str(v)) for v in verdicts], dtype=object)
     ids = np.asarray(alert_ids, dtype=object).astype(str)
@@ -357,6 +368,12 @@ def triage_false_positives(
             expected=f"{len(features)} of each",
             found=f"{len(canonical)} verdicts, {len(ids)} alert ids",
         )
+    for name, given in (("embedding", embedding), ("texts", texts)):
+        if given is not None and len(given) != len(features):
+            raise DataError(
+                f"one {name} row per alert is needed", field=name,
+                expected=f"{len(features)} rows", found=f"{len(given)}",
+            )  # fmt: skip
     features = features.reset_index(drop=True)
     negative = np.isin(canonical, [FALSE_POSITIVE, BENIGN_TRUE_POSITIVE])
     positive = canonical == TRUE_POSITIVE
@@ -374,13 +391,17 @@ def triage_false_positives(
 
     fp_rows = np.flatnonzero(negative)
     positives = _profile_positives(features.iloc[np.flatnonzero(positive)], categorical)
-    matrix = encode_for_clustering(features.iloc[fp_rows], categorical, reference=features)
+    if embedding is None:
+        matrix = encode_for_clustering(features.iloc[fp_rows], categorical, reference=features)
+    else:
+        matrix = _unit_rows(np.asarray(embedding, dtype=np.float64)[fp_rows])
+    terms = _TermProfile(texts, positive) if texts is not None else None
     labels, report.silhouette = _cluster(matrix, max_clusters, seed)
     for cluster in np.unique(labels):
         members = fp_rows[labels == cluster]
         report.clusters.append(
             _group(f"cluster-{cluster}", "cluster", members, features, positives, ids,
-                   categorical, report.false_positives, top_features)
+                   categorical, report.false_positives, top_features, terms)
         )  # fmt: skip
     report.clusters.sort(key=lambda g: -g.size)
 
@@ -390,7 +411,7 @@ def triage_false_positives(
             members = fp_rows[(causes == cause).to_numpy()]
             report.categories.append(
                 _group(str(cause), "root-cause", members, features, positives, ids,
-                       categorical, report.false_positives, top_features)
+                       categorical, report.false_positives, top_features, terms)
             )  # fmt: skip
     logger.info(
         "triaged %d false positives into %d clusters and %d categories",
@@ -436,6 +457,7 @@ def _group(
     categorical: Sequence[str],
     total: int,
     top_features: int,
+    terms: _TermProfile | None = None,
 ) -> FalsePositiveGroup:
     group = features.iloc[members]
     ranked = [
@@ -444,6 +466,8 @@ def _group(
         else _numeric_difference(column, _numbers(group[column]), positives[column])
         for column in features.columns
     ]
+    if terms is not None:
+        ranked += terms.differences(members)
     ranked = sorted((f for f in ranked if f is not None), key=lambda f: -f.effect)
     return FalsePositiveGroup(
         name=name,
@@ -453,6 +477,56 @@ def _group(
         features=ranked[:top_features],
         examples=[str(i) for i in ids[members[:_EXAMPLES]]],
     )
+
+
+class _TermProfile:
+    """Which alerts hold which words, and how often the true positives do, computed once."""
+
+    def __init__(self, texts: Sequence[str], positive: np.ndarray, *, top: int = 3) -> None:
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.top = top
+        vectorizer = CountVectorizer(
+            binary=True, lowercase=True, token_pattern=r"(?u)\b[^\W\d_]{3,}\b",
+            max_features=_MAX_TERMS, stop_words="english",
+        )  # fmt: skip
+        try:
+            self.matrix = vectorizer.fit_transform([str(t) for t in texts]).tocsr()
+        except ValueError:  # no word at all in any alert
+            self.matrix = None
+            return
+        self.words = vectorizer.get_feature_names_out()
+        rows = np.flatnonzero(positive)
+        counts = np.asarray(self.matrix[rows].sum(axis=0)).ravel()
+        self.positive_share = counts / max(len(rows), 1)
+
+    def differences(self, members: np.ndarray) -> list[DistinguishingFeature]:
+        """The words found in more of the group's messages than of the true positives."""
+        if self.matrix is None or not len(members):
+            return []
+        share = np.asarray(self.matrix[members].sum(axis=0)).ravel() / len(members)
+        effect = 2.0 * np.arcsin(np.sqrt(share)) - 2.0 * np.arcsin(np.sqrt(self.positive_share))
+        effect[share < _MIN_TERM_SHARE] = 0.0
+        order = np.argsort(-effect)[: self.top]
+        return [
+            DistinguishingFeature(
+                name=f"word '{self.words[i]}'",
+                kind="term",
+                effect=float(effect[i]),
+                group_summary=f"in {share[i]:.0%}",
+                true_positive_summary=f"in {self.positive_share[i]:.0%}",
+            )  # fmt: skip
+            for i in order
+            if effect[i] > 0
+        ]
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so that KMeans groups by direction (cosine) as embeddings
+    are compared."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[~(norms > 0)] = 1.0
+    return np.nan_to_num(matrix / norms)
 
 
 def _profile_positives(tp_features: pd.DataFrame, categorical: Sequence[str]) -> dict[str, Any]:

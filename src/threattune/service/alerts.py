@@ -275,6 +275,13 @@ def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
         alert = bool(row.get("alert"))
         alert_id = _alert_id("mail") if alert else None
         urls = _url_list(row.get("urls"))
+        evidence = {
+            "subject": _clean_value(row.get("subject")),
+            "from": _clean_value(row.get("from_address")),
+            "suspicious_urls": _url_list(row.get("suspicious_urls")),
+            "signals": _url_list(row.get("signals")),
+            "attachments": _url_list(row.get("attachments")),
+        }
         technique = str(row.get("technique") or "")
         results.append(
             {
@@ -286,6 +293,7 @@ def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
                 "alert_id": alert_id,
                 "message_id": _clean_value(row.get("message_id")),
                 "urls": urls,
+                **evidence,
             }
         )
         if alert_id is not None:
@@ -304,6 +312,9 @@ def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
                             "subject": row.get("subject"),
                             "from": row.get("from_address"),
                             "urls": urls,
+                            "suspicious_urls": evidence["suspicious_urls"],
+                            "signals": evidence["signals"],
+                            "attachments": evidence["attachments"],
                             "message_id": row.get("message_id"),
                             "source": row.get("source"),
                         }

@@ -115,6 +115,19 @@ class ScoreResult(BaseModel):
     techniques: str
     class_: str = Field(alias="class")
     attack_score: float | None = None
+    message_id: str | None = Field(default=None, description="Mail: the Message-ID header.")
+    subject: str | None = Field(default=None, description="Mail: the subject.")
+    from_: str | None = Field(default=None, alias="from", description="Mail: the sender.")
+    urls: list[str] | None = Field(default=None, description="Mail: links, defanged.")
+    suspicious_urls: list[str] | None = Field(
+        default=None, description="Mail: links that look wrong, each with why."
+    )
+    signals: list[str] | None = Field(
+        default=None, description="Mail: header flags (Reply-To mismatch, failed SPF, ...)."
+    )
+    attachments: list[str] | None = Field(
+        default=None, description="Mail: attachments by name, type and size; never opened."
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -802,7 +815,10 @@ def _record_routes(app: FastAPI, service: Service) -> None:
         principal: Writer,
         model_version: Annotated[
             str | None,
-            Query(description="NAME/VERSION diagnosed; default: the version served now."),
+            Query(
+                description="NAME/VERSION diagnosed; default: the version of the served model of "
+                "the report's kind (mail or flows) now."
+            ),
         ] = None,
         model: Annotated[str | None, Query(description="Served model name.")] = None,
         diagnosed_at: Annotated[
@@ -812,7 +828,9 @@ def _record_routes(app: FastAPI, service: Service) -> None:
         summary = summarise_diagnosis(report)
         resolved = "given"
         if model_version is None:
-            loaded = service.model_for(FLOW, model)
+            # a mail diagnosis counts messages; one of flows counts rows
+            kind = MAIL if report.get("unit") == "messages" else FLOW
+            loaded = service.model_for(kind, model)
             model_version, resolved = loaded.model_version, "served when received"
         name, _, version = model_version.removeprefix("models:/").rpartition("/")
         if not name or not version or "@" in model_version:
