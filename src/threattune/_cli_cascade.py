@@ -390,16 +390,19 @@ def triage_command(
 
 
 def _mail_triage_inputs(model: Any, alerts: Any) -> tuple[Any, list[str], Any, list[str]]:
-    """What mail false positives are grouped and described by: evidence, source, embedding."""
+    """What mail false positives are grouped and described by: embedding, evidence, words.
+
+    The file or corpus source a message came from is left out: on labelled inputs it names
+    the label, not a cause; analysts' categories (or ``--root-cause-columns source``) give it.
+    """
     import pandas as pd
 
     from threattune.mail_cascade import EVIDENCE_FEATURES, evidence_matrix, model_texts
 
     texts = model_texts(alerts.features)
     features = pd.DataFrame(evidence_matrix(alerts.features), columns=list(EVIDENCE_FEATURES))
-    features["source"] = alerts.features["source"].astype(str).to_numpy()
     embedding = model.classifier.embed(texts) if texts else np.zeros((0, 1))
-    return features, ["source"], embedding, texts
+    return features, [], embedding, texts
 
 
 def _write_evaluation(output: Path, content: dict[str, Any], markdown: str) -> None:

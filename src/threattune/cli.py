@@ -486,6 +486,21 @@ def threshold(
     )
     point = result.point
     state = "met" if point.achievable else "NOT met: closest point shown"
+    goal_kind = getattr(point.goal, "kind", "")
+    if point.achievable and goal_kind == "fpr" and point.fpr_ci[1] > point.goal.fpr:
+        state += (
+            f" on validation, but its 95 % interval reaches {point.fpr_ci[1]:.2%}: "
+            "too few benign events to be sure"
+        )
+    elif (
+        point.achievable
+        and goal_kind == "precision"
+        and point.precision_ci[0] < (point.goal.precision)
+    ):
+        state += (
+            f" on validation, but its 95 % interval reaches down to {point.precision_ci[0]:.2%}:"
+            " too few alerts to be sure"
+        )
     typer.echo(f"calibration: {result.calibration.reason}")
     typer.echo(f"goal {point.goal}: {state}")
     if result.calibration.method == "none":
