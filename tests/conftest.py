@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,21 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     return uri
+
+
+@pytest.fixture(scope="module")
+def mail_store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder with the module's own phishing corpus cache and MLflow store, set in the
+    environment while the module runs."""
+    from threattune.phishing import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("mail-store")
+    saved = {name: os.environ.get(name) for name in (CACHE_ENV, "MLFLOW_TRACKING_URI")}
+    os.environ[CACHE_ENV] = str(folder / "cache")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    yield folder
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

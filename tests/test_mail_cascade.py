@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import lzma
-import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +43,7 @@ from threattune.mail_cascade import (
 )
 from threattune.mail_training import train_phishing
 from threattune.models.text import TextSettings
-from threattune.phishing import CACHE_ENV, message_row
+from threattune.phishing import message_row
 from threattune.sources.mail import MailReader
 from threattune.verdicts import VerdictStore
 
@@ -53,25 +51,11 @@ MAX_PER_SOURCE = 150
 
 
 @pytest.fixture(scope="module")
-def store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("mail-cascade")
-    saved = {name: os.environ.get(name) for name in (CACHE_ENV, "MLFLOW_TRACKING_URI")}
-    os.environ[CACHE_ENV] = str(folder / "cache")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    yield folder
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@pytest.fixture(scope="module")
-def trained(store: Path) -> dict:
+def trained(mail_store: Path) -> dict:
     """The small model, the corpus test split and unsampled messages, a cascade on them."""
     settings = TextSettings(max_length=32, head_tokens=24, epochs=1, batch_size=16)
     result = train_phishing(
-        store / "run", settings=settings, max_train=300, max_per_source=MAX_PER_SOURCE,
+        mail_store / "run", settings=settings, max_train=300, max_per_source=MAX_PER_SOURCE,
         goal="fpr<=0.3", track=False, progress=False,
     )  # fmt: skip
     model = open_stage_one(result.model_folder)

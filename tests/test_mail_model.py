@@ -8,8 +8,6 @@ scoring real and hostile mail.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +23,6 @@ from threattune.mail_model import MailModel, is_mail_model
 from threattune.mail_scoring import score_mail, score_raw
 from threattune.mail_training import MailTrainingResult, train_phishing
 from threattune.models.text import TextSettings
-from threattune.phishing import CACHE_ENV
 from threattune.sources.mail import parse_message
 
 runner = CliRunner()
@@ -33,24 +30,10 @@ PHISHING_MBOX = "nazario_phishing_mbox/phishing0.mbox.xz"
 
 
 @pytest.fixture(scope="module")
-def store(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("mail-model")
-    saved = {name: os.environ.get(name) for name in (CACHE_ENV, "MLFLOW_TRACKING_URI")}
-    os.environ[CACHE_ENV] = str(folder / "cache")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    yield folder
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-
-
-@pytest.fixture(scope="module")
-def trained(store: Path) -> MailTrainingResult:
+def trained(mail_store: Path) -> MailTrainingResult:
     settings = TextSettings(max_length=32, head_tokens=24, epochs=1, batch_size=16)
     return train_phishing(
-        store / "run", settings=settings, max_train=300, max_per_source=40, progress=False
+        mail_store / "run", settings=settings, max_train=300, max_per_source=40, progress=False
     )
 
 

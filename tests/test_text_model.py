@@ -154,6 +154,9 @@ def test_local_folder_without_config_is_refused(tmp_path: Path) -> None:
 
 def test_unreachable_hub_name_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the hub library reads the variable once, at import; set what it read, so that the test
+    # does not wait for network retries
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     model = TextClassifier(TextSettings(base_model="no-such-org/no-such-model"))
     with pytest.raises(ModelError, match="cannot load the base model") as caught:
         model._load_base()
