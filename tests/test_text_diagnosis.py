@@ -23,7 +23,12 @@ from typer.testing import CliRunner
 
 from threattune.cli import app
 from threattune.diagnosis import diagnose
-from threattune.diagnosis.text import cohens_h, mmd_test, share_against_bound
+from threattune.diagnosis.text import (
+    cohens_h,
+    domain_classifier,
+    mmd_test,
+    share_against_bound,
+)
 from threattune.findings import Severity
 from threattune.mail_model import MailModel
 from threattune.mail_training import train_phishing
@@ -297,3 +302,15 @@ def test_statistics_on_their_own() -> None:
     assert finding is None and record["current"] == 0.0
     _, few = share_against_bound("k", "no text", "empty", 2, 10, (0.02, 0.05, 0.2))
     assert few is not None and few.severity == Severity.MEDIUM  # 20 %, but only 10 messages
+
+
+def test_domain_classifier_claims_no_more_certainty_than_twenty_messages_give() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(176, 8))
+    current = rng.normal(size=(20, 8)) + 0.8
+
+    auc, low, high, p_value, _, _ = domain_classifier(reference, current)
+
+    assert 0.6 < auc < 1.0 and low < auc < high
+    # twenty messages support a small p-value, not one of 1e-80 as per-fold variances gave
+    assert 1e-20 < p_value < 0.05
