@@ -101,13 +101,14 @@ def measures_table(measures: dict[str, dict[str, float]], split: str) -> str:
 def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output: Path) -> None:
     """Evaluate a mail model on its corpus test split or on labelled mail files."""
     from threattune._jsonfile import write_json
+    from threattune.findings import Severity
     from threattune.mail_training import evaluate_on_messages, evaluate_on_split
     from threattune.sources.mail import MailReader
 
     if specs == ["phishing"]:
         measures, count = evaluate_on_split(model)
         what = f"the corpus's held-out test split ({count:,} messages)"
-        skipped = 0
+        skipped, first_skipped = 0, ""
     else:
         reader = MailReader()
         messages, labels = [], []
@@ -116,10 +117,10 @@ def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output:
             if not sep or label not in model.classes:
                 raise ConfigError(
                     "a labelled mail input is LABEL=PATH",
-                    field="FILES",
+                    field="LABEL=PATH",
                     expected="LABEL=PATH with LABEL one of "
                     + ", ".join(model.classes)
-                    + ", or 'phishing' for the corpus test split",
+                    + "; or the word phishing alone for the corpus test split",
                     found=spec,
                     fix="for example: legitimate=ham/ phishing=phish.mbox",
                 )
@@ -128,7 +129,11 @@ def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output:
                 labels.append(label)
         measures = evaluate_on_messages(model, messages, labels)
         what = ", ".join(specs) + f" ({len(messages):,} messages)"
-        skipped = len(reader.issues)
+        unreadable = [i for i in reader.issues if i.severity >= Severity.MEDIUM]
+        skipped = len(unreadable)
+        first_skipped = (
+            f" (first: {unreadable[0].subject}: {unreadable[0].message})" if unreadable else ""
+        )
     output.mkdir(parents=True, exist_ok=True)
     table = measures_table(measures, "measured")
     point = model.operating_point
@@ -146,7 +151,7 @@ def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output:
                                         "skipped_messages": skipped})  # fmt: skip
     typer.echo(table)
     if skipped:
-        typer.echo(f"skipped {skipped} unreadable messages")
+        typer.echo(f"skipped {skipped} unreadable message(s){first_skipped}")
     typer.echo(f"\nreport: {output / 'report.md'}")
 
 

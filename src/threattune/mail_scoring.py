@@ -153,8 +153,9 @@ def score_mail(
                 "no readable message in the input",
                 path=", ".join(str(p) for p in inputs),
                 expected="mbox files, .eml files, folders or archives of mail",
-                found=f"{len(reader.issues)} skipped"
-                + (f" (first: {reader.issues[0].message})" if reader.issues else ""),
+                found=f"{len(reader.issues)} skipped (first: {reader.issues[0].message})"
+                if reader.issues
+                else "no message at all: empty files or folders",
                 fix="check the paths; an earlier output is left as it was",
             )
         partial.replace(output_path)
