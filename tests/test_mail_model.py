@@ -181,6 +181,26 @@ def test_lure_evidence() -> None:
     assert lure_technique(parse_message(b"Subject: hi\n\nwire the money today")) == "T1566"
 
 
+def test_a_link_that_shows_one_site_and_leads_to_another_is_flagged() -> None:
+    from threattune.lures import deceptive_links
+
+    raw = (
+        b"From: PayPal <service@paypal.example>\nSubject: Your account\n"
+        b"MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n"
+        b'<p>Sign in at <a href="http://192.0.2.7/login">www.paypal.com</a> or'
+        b' <a href="https://www.paypal.com/help">paypal.com/help</a> or'
+        b' <a href="http://login.evil.example/">click here</a>'
+        b' <a href="http://x.example/">Contact <b>support@paypal.com</b></a></p>'
+    )
+    message = parse_message(raw)
+
+    assert ("www.paypal.com", "http://192.0.2.7/login") in message.shown_links
+    assert all(text != "click here" for text, _ in message.shown_links)
+    flagged = deceptive_links(message.shown_links)
+    assert [link.url for link in flagged] == ["hxxp://192[.]0[.]2[.]7/login"]
+    assert flagged[0].reasons == ("shows www[.]paypal[.]com",)
+
+
 def test_score_raw_marks_unreadable_messages(trained: MailTrainingResult) -> None:
     model = MailModel.load(trained.model_folder, with_baseline=False)
     scored = score_raw(model, [mail_samples.plain().decode(), b"\x00\x01\x02"])

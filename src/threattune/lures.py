@@ -28,6 +28,7 @@ __all__ = [
     "RISKY_EXTENSIONS",
     "SHORTENERS",
     "SuspiciousUrl",
+    "deceptive_links",
     "header_flags",
     "lure_technique",
     "risky_attachments",
@@ -54,6 +55,7 @@ _ACCOUNT_WORDS = re.compile(
 )
 _FAILED_AUTH = frozenset({"fail", "softfail", "permerror", "temperror", "none", "neutral"})
 _STANDARD_PORTS = frozenset({None, 80, 443})
+_SHOWN_HOST = re.compile(r"(?i)(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,}(?![\w-])")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,42 @@ def suspicious_urls(urls: Sequence[str], limit: int = 10) -> list[SuspiciousUrl]
             if len(found) >= limit:
                 break
     return found
+
+
+def deceptive_links(shown_links: Sequence[tuple[str, str]], limit: int = 10) -> list[SuspiciousUrl]:
+    """Links whose text shows one site and whose target is another, the oldest lure in mail.
+
+    A link counts when the host its text names and the host it leads to share no registered
+    domain (their last two labels, a simplification that ignores suffixes like ``co.uk``).
+
+    >>> [str(link) for link in deceptive_links([("www.paypal.com", "http://192.0.2.7/x")])]
+    ['hxxp://192[.]0[.]2[.]7/x (shows www[.]paypal[.]com)']
+    >>> deceptive_links([("paypal.com", "https://www.paypal.com/signin")])
+    []
+    """
+    found: list[SuspiciousUrl] = []
+    for shown, target in dict.fromkeys(shown_links):
+        named = _SHOWN_HOST.search(shown)
+        led_to = _host(target)
+        if named is None or led_to is None:
+            continue
+        if _registered(named.group(0).lower()) != _registered(led_to):
+            found.append(SuspiciousUrl(defang(target), (f"shows {defang(named.group(0))}",)))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _host(url: str) -> str | None:
+    try:
+        host = urlsplit(url if "://" in url else f"http://{url}").hostname
+    except ValueError:
+        return None
+    return host.lower().rstrip(".") if host else None
+
+
+def _registered(host: str) -> str:
+    return host if _is_address(host) else ".".join(host.rstrip(".").split(".")[-2:])
 
 
 def _url_reasons(url: str) -> tuple[str, ...]:

@@ -30,7 +30,13 @@ import pandas as pd
 from threattune import __version__
 from threattune._jsonfile import read_json, write_json
 from threattune.errors import ModelError
-from threattune.lures import header_flags, lure_technique, risky_attachments, suspicious_urls
+from threattune.lures import (
+    deceptive_links,
+    header_flags,
+    lure_technique,
+    risky_attachments,
+    suspicious_urls,
+)
 from threattune.models.text import TextClassifier
 from threattune.models.text_baseline import TextBaseline, normalise_for_model
 from threattune.operating_point import stored_calibrator
@@ -185,7 +191,10 @@ class MailModel:
                 "alert": bool(alert),
                 "technique": technique,
                 "urls": list(message.defanged_urls),
-                "suspicious_urls": [str(u) for u in suspicious_urls(message.urls)],
+                "suspicious_urls": [
+                    str(u)
+                    for u in [*deceptive_links(message.shown_links), *suspicious_urls(message.urls)]
+                ],
                 "signals": header_flags(message),
                 "attachments": [
                     f"{a.filename or '(unnamed)'} ({a.content_type}, {a.size} bytes"

@@ -57,9 +57,11 @@ class Message:
     """One parsed message: who sent it, what it says, where it links, what it carries.
 
     ``text`` is plain text (HTML bodies converted, ``html`` then true). ``urls`` are live as
-    written; show ``defanged_urls``. ``signals`` is None for text-only sources, which keep no
-    headers. ``year`` is the plausible year the message was sent, from its headers or from a
-    text corpus's file names. ``findings`` lists what was repaired or cut while parsing.
+    written; show ``defanged_urls``. ``shown_links`` pairs the text an HTML link shows, where
+    it reads like an address, with where it leads. ``signals`` is None for text-only sources,
+    which keep no headers. ``year`` is the plausible year the message was sent, from its
+    headers or from a text corpus's file names. ``findings`` lists what was repaired or cut
+    while parsing.
     """
 
     source: MailSource
@@ -74,6 +76,7 @@ class Message:
     text: str = ""
     html: bool = False
     urls: tuple[str, ...] = ()
+    shown_links: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = ()
     signals: HeaderSignals | None = None
     label: str | None = None

@@ -58,6 +58,7 @@ class Body:
     texts: list[str] = field(default_factory=list)
     html: bool = False
     urls: list[str] = field(default_factory=list)
+    shown_links: list[tuple[str, str]] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)
     parts: int = 0
@@ -82,6 +83,7 @@ def extract_body(message: EmailMessage, max_part_bytes: int) -> Body:
     body = Body()
     _walk(message, body, 0, max_part_bytes)
     body.urls = list(dict.fromkeys(body.urls))[:MAX_URLS]
+    body.shown_links = list(dict.fromkeys(body.shown_links))[:MAX_URLS]
     return body
 
 
@@ -152,6 +154,7 @@ def _pick_alternative(
         _walk(child, option, depth + 1, max_part_bytes)
         body.parts = option.parts
         body.urls.extend(option.urls)
+        body.shown_links.extend(option.shown_links)
         body.attachments.extend(option.attachments)
         body.notes.extend(option.notes)
         options.append(option)
@@ -199,7 +202,7 @@ def _read_text_part(part: EmailMessage, content_type: str, body: Body, max_part_
         return
 
     if content_type == "text/html":
-        text, targets = html_to_text(text)
+        text, targets = html_to_text(text, shown_links=body.shown_links)
         body.urls.extend(targets)
         body.html = True
     else:

@@ -40,6 +40,7 @@ _BLOCK_TAGS = frozenset(
 _HIDDEN_TAGS = frozenset(("script", "style", "template"))
 _URL_ATTRIBUTES = {"a": "href", "area": "href", "form": "action", "iframe": "src", "frame": "src"}
 _VISIBLE_STRINGS = (NavigableString, CData)
+_LOOKS_LIKE_ADDRESS = re.compile(r"(?i)\b(?:[a-z0-9-]+\.)+[a-z]{2,}\b")
 _REFRESH_URL = re.compile(r"url\s*=\s*['\"]?([^'\";\s]+)", re.IGNORECASE)
 
 
@@ -81,11 +82,15 @@ def extract_urls(text: str) -> list[str]:
     return urls
 
 
-def html_to_text(html: str) -> tuple[str, list[str]]:
+def html_to_text(
+    html: str, *, shown_links: list[tuple[str, str]] | None = None
+) -> tuple[str, list[str]]:
     """Visible text of an HTML body, and the link, form and frame targets it points at.
 
     Scripts, styles and comments are dropped as markup; nothing is run or fetched. The tree
     is walked once with an explicit stack, so deeply nested hostile markup costs linear time.
+    ``shown_links``, when given, receives ``(text shown, target)`` for each link whose text
+    reads like an address, the pairs a lure uses to show one site and lead to another.
 
     >>> html_to_text('<p>Hi<script>steal()</script></p><a href="http://x.example">go</a>')
     ('Hi\\ngo', ['http://x.example'])
@@ -113,6 +118,10 @@ def html_to_text(html: str) -> tuple[str, list[str]]:
         target = _link_target(node)
         if target is not None:
             targets.append(target)
+            if shown_links is not None and name == "a":
+                shown = one_line(node.get_text(" ", strip=True))[:200]
+                if _LOOKS_LIKE_ADDRESS.search(shown):
+                    shown_links.append((shown, target))
         if name in _BLOCK_TAGS:
             pieces.append("\n")
             stack.append((node, True))

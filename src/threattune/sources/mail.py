@@ -459,6 +459,7 @@ class MailReader:
             text=body.text,
             html=body.html,
             urls=tuple(body.urls),
+            shown_links=tuple(body.shown_links),
             attachments=tuple(body.attachments),
             signals=signals,
             label=label,
