@@ -338,10 +338,9 @@ def triage_command(
         )
     stage_one = tracking.open_model(model, with_baseline=False)
     mail = getattr(stage_one, "kind", None) == "mail"
-    flows = _load_segment(stage_one, segment, "file" if mail else None, max_per_source)
-    proba = two_stage.stage_one_proba(stage_one, flows.features)
-    alerted = np.flatnonzero(stage_one.decide(proba).alerts)
-    alerts = flows.subset(alerted)
+    labelled = _load_segment(stage_one, segment, "file" if mail else None, max_per_source)
+    proba = two_stage.stage_one_proba(stage_one, labelled.features)
+    alerts = labelled.subset(np.flatnonzero(stage_one.decide(proba).alerts))
     causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
     if from_labels:
         frame = alerts.features.assign(alert_id=alerts.alert_ids)

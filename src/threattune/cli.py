@@ -495,7 +495,7 @@ def threshold(
     elif (
         point.achievable
         and goal_kind == "precision"
-        and point.precision_ci[0] < (point.goal.precision)
+        and point.precision_ci[0] < point.goal.precision
     ):
         state += (
             f" on validation, but its 95 % interval reaches down to {point.precision_ci[0]:.2%}:"

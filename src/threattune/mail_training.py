@@ -262,10 +262,10 @@ def _measures(
     threat = calibration.transform(raw) if calibration is not None else raw
     positive = np.asarray(truth) != model.benign_class
     measures = binary_scores(positive, threat, threshold)
-    measures["auc"] = binary_scores(positive, raw, threshold)["auc"]
+    at_half = binary_scores(positive, raw, 0.5)
+    measures["auc"] = at_half["auc"]
     measures["accuracy"] = float(((threat >= threshold) == positive).mean())
     measures["threshold"] = float(threshold)
-    at_half = binary_scores(positive, raw, 0.5)
     measures["f1_at_0.5"] = at_half["f1"]
     return measures
 
