@@ -14,8 +14,9 @@ outside the repository and removed afterwards.
     python benchmarks/cascade_nsl_kdd.py [--nsl-kdd-model DIR] [--quick]
         [--min-class-verdicts N]
 
-Stage two's threshold is chosen on the validation part of its own training verdicts, the recall
-guard's floors on stage one's validation split; the measured slice chooses nothing.
+Stage two's threshold is chosen on out-of-fold scores of its own training verdicts
+(``--threshold-folds 0``: on their 30 % validation part), the recall guard's floors on stage
+one's validation split; the measured slice chooses nothing.
 ``--min-class-verdicts 0`` turns the recall guard off (the filter as it was first reported).
 ``benchmarks/cascade_cicids2017.py`` repeats the CICIDS2017 run over several seeds.
 
@@ -39,6 +40,7 @@ import pandas as pd
 from threattune import training
 from threattune.cascade import (
     DEFAULT_MIN_CLASS_VERDICTS,
+    DEFAULT_THRESHOLD_FOLDS,
     CascadeEvaluation,
     Segment,
     cascade_from_labels,
@@ -64,7 +66,7 @@ def nsl_kdd(args: argparse.Namespace, work: Path) -> tuple[CascadeEvaluation, di
     cascade, evaluation, _ = cascade_from_labels(
         model, segment, first_slice=args.first_slice, recall_budget=args.recall_budget,
         root_cause_columns=["service", "flag"], seed=args.seed,
-        min_class_verdicts=args.min_class_verdicts,
+        min_class_verdicts=args.min_class_verdicts, threshold_folds=args.threshold_folds,
     )  # fmt: skip
     evaluation.dataset = f"NSL-KDD (KDDTest+ after first {args.first_slice:.0%})"
     return evaluation, cascade.manifest
@@ -117,6 +119,7 @@ def cicids(args: argparse.Namespace, work: Path, order: str) -> tuple[CascadeEva
     cascade, evaluation, _ = cascade_from_labels(
         model, segment, first_slice=args.cic_first_slice, recall_budget=args.recall_budget,
         seed=args.seed, min_class_verdicts=args.min_class_verdicts,
+        threshold_folds=args.threshold_folds,
     )  # fmt: skip
     evaluation.dataset = (
         f"CICIDS2017 ({1 - args.cic_train_fraction:.0%} held out, {order} order, after "
@@ -140,6 +143,11 @@ def main() -> None:
         "--min-class-verdicts", type=int, default=DEFAULT_MIN_CLASS_VERDICTS,
         help="recall guard: true-positive verdicts a stage-one class needs to be filtered "
         "freely; 0 turns the guard off",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threshold-folds", type=int, default=DEFAULT_THRESHOLD_FOLDS,
+        help="stage two's threshold on out-of-fold scores over this many folds; 0: on the "
+        "30 %% validation part alone",
     )  # fmt: skip
     parser.add_argument("--work", help="folder for models and parts (default: a temporary one)")
     args = parser.parse_args()

@@ -91,6 +91,31 @@ def test_threshold_spends_at_most_the_budget() -> None:
         choose_stage_two_threshold(scores, positive, 1.5)
 
 
+def test_threshold_is_chosen_on_every_verdict_out_of_fold(trained: dict) -> None:
+    """Out of fold, every training verdict counts once; with 0 folds, the validation part."""
+    cascade = trained["cascade"]
+    training, chosen = cascade.manifest["training"], cascade.manifest["validation"]
+    assert cascade.manifest["threshold_folds"] == 5
+    assert "out-of-fold" in cascade.manifest["threshold_chosen_on"]
+    assert chosen["true_positives"] == training["true_positives"]
+    assert chosen["false_positives"] == training["false_positives"]
+    assert chosen["true_positives_dropped"] <= 0.01 * chosen["true_positives"]
+
+    model, segment = trained["model"], trained["segment"]
+    first, _ = split_by_order(len(segment), 0.4)
+    head = segment.subset(first)
+    rows = np.flatnonzero(model.decide(model.predict_proba(head.features)).alerts)
+    verdicts = np.where(head.labels[rows] != model.benign_class, "tp", "fp")
+    part = train_stage_two(model, head.features.iloc[rows], head.alert_ids[rows], verdicts,
+                           threshold_folds=0)  # fmt: skip
+    on_part = part.manifest["validation"]
+    assert on_part["true_positives"] + on_part["false_positives"] == training["validation_verdicts"]
+    assert "validation part" in part.manifest["threshold_chosen_on"]
+    with pytest.raises(DataError, match="out of fold"):
+        train_stage_two(model, head.features.iloc[rows], head.alert_ids[rows], verdicts,
+                        threshold_folds=10_000)  # fmt: skip
+
+
 def test_save_and_load_give_identical_decisions(trained: dict, tmp_path: Path) -> None:
     cascade, segment = trained["cascade"], trained["segment"]
     before = cascade.decide(segment.features)

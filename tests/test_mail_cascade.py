@@ -208,6 +208,27 @@ def test_time_order_puts_undated_mail_last() -> None:
         order_rows(times, labels, "shuffled")
 
 
+def test_time_per_source_order_puts_every_source_in_every_slice() -> None:
+    import pandas as pd
+
+    # Two legitimate sources from different eras and one phishing source: in one timeline the
+    # first half holds only the old source; per source, each half holds half of every source.
+    times = pd.Series(pd.to_datetime(
+        ["2001-01-01", "2001-02-01", "2002-06-01", "2002-07-01", "2020-01-01", "2021-01-01"],
+        utc=True,
+    ))  # fmt: skip
+    labels = np.array(["legitimate"] * 4 + ["phishing"] * 2)
+    sources = np.array(["enron", "enron", "spamassassin", "spamassassin", "pot", "pot"])
+    first_half = order_rows(times, labels, "time-per-source", sources)[:3]
+    assert sorted(sources[first_half]) == ["enron", "pot", "spamassassin"]
+    assert sorted(times[first_half].dt.year) == [2001, 2002, 2020]
+    assert sorted(sources[order_rows(times, labels, "time-per-label")[:3]]) == [
+        "enron", "enron", "pot",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="source"):
+        order_rows(times, labels, "time-per-source")
+
+
 def test_tracking_registers_the_mail_stage_two(
     trained: dict, tmp_path: Path, mlflow_uri: str
 ) -> None:

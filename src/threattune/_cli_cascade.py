@@ -33,8 +33,9 @@ _SEGMENT_HELP = (
 )
 _ORDER_HELP = (
     "Mail: order of the segment: time (Date header; undated last), time-per-label (each "
-    "label's own timeline, so that the first slice holds the same share of every label) or "
-    "file. Default: time for training, the training order for evaluation."
+    "label's own timeline, so that the first slice holds the same share of every label), "
+    "time-per-source (the same for each input file or corpus source) or file. Default: time "
+    "for training, the training order for evaluation."
 )
 _MAX_PER_SOURCE_HELP = (
     "Mail, corpus segments: the --max-per-source the model was trained with, to rebuild its "
@@ -99,6 +100,13 @@ def train_command(
             "split; 0 turns the guard off."
         ),
     ] = 50,
+    threshold_folds: Annotated[
+        int,
+        typer.Option(
+            help="Stage two's threshold is chosen on out-of-fold scores of all the verdicts "
+            "over this many folds; 0 chooses it on the 30% validation part alone."
+        ),
+    ] = 5,
     order: Annotated[str, typer.Option(help=_ORDER_HELP)] = "time",
     max_per_source: Annotated[int | None, typer.Option(help=_MAX_PER_SOURCE_HELP)] = None,
 ) -> None:
@@ -132,6 +140,7 @@ def train_command(
             root_cause_columns=causes,
             stage_one_reference=model,
             min_class_verdicts=min_class_verdicts,
+            threshold_folds=threshold_folds,
         )
         if verdicts is not None:
             with VerdictStore(verdicts) as store:
@@ -141,7 +150,7 @@ def train_command(
         with _verdict_store(verdicts or "") as store_url:
             cascade, evaluation = _train_from_store(
                 flow_model, flows, store_url, first_slice, recall_budget, model,
-                min_class_verdicts,
+                min_class_verdicts, threshold_folds,
             )  # fmt: skip
 
     folder = cascade.save(output / "cascade")
@@ -202,6 +211,7 @@ def _train_from_store(
     budget: float,
     ref: str,
     min_class_verdicts: int,
+    threshold_folds: int,
 ) -> tuple[Any, Any]:
     """Stage two from analysts' verdicts on the first slice's alerts, measured on the rest.
 
@@ -244,6 +254,7 @@ def _train_from_store(
         verdict_times=times,
         min_class_verdicts=min_class_verdicts,
         proba=proba[rows],
+        threshold_folds=threshold_folds,
     )
     kind = "mail" if mail else "flow"
     cascade.manifest["segment"] = two_stage.segment_manifest(flows, first_slice, len(first_rows),

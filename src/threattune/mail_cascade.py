@@ -67,8 +67,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ORDERS = ("time", "time-per-label", "file")
-"""How a mail segment is ordered: one timeline (undated last), each label's own, or as read."""
+ORDERS = ("time", "time-per-label", "time-per-source", "file")
+"""How a mail segment is ordered: one timeline (undated last), each label's own, each source's
+own (a corpus, a mailbox file), or as read."""
 CORPUS_PARTS = ("test", "unsampled")
 SCORE_FEATURES = ("threat_logit", "baseline_logit")
 EVIDENCE_FEATURES = (
@@ -391,12 +392,18 @@ def message_alert_id(message: Any) -> str:
     return "mail-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-def order_rows(times: pd.Series, labels: np.ndarray, order: str) -> np.ndarray:
+def order_rows(
+    times: pd.Series,
+    labels: np.ndarray,
+    order: str,
+    sources: Sequence[str] | np.ndarray | None = None,
+) -> np.ndarray:
     """Positions of the rows in ``order`` (see :data:`ORDERS`); ties keep the input order.
 
     ``time-per-label`` ranks each label's rows by time (undated last) and interleaves the
     labels by their share of that label's timeline, so that the first 30 % of the result holds
-    the first 30 % of every label.
+    the first 30 % of every label. ``time-per-source`` does the same for each of ``sources``
+    (a mail flow: a corpus, a mailbox file), so that every source is seen in every slice.
     """
     if order not in ORDERS:
         raise ConfigError("unknown segment order", field="order", expected=" or ".join(ORDERS),
@@ -409,15 +416,19 @@ def order_rows(times: pd.Series, labels: np.ndarray, order: str) -> np.ndarray:
     by_time = frame.sort_values(["time", "position"], na_position="last", kind="mergesort")
     if order == "time":
         return by_time["position"].to_numpy()
-    label_of = pd.Series(np.asarray(labels, dtype=object).astype(str))[by_time["position"]]
-    rank = label_of.groupby(label_of.to_numpy()).cumcount().to_numpy()
-    size = label_of.map(label_of.value_counts()).to_numpy()
+    if order == "time-per-source" and sources is None:
+        raise ConfigError("the time-per-source order needs each message's source",
+                          field="order", fix="use time-per-label")  # fmt: skip
+    groups = labels if order == "time-per-label" else sources
+    group_of = pd.Series(np.asarray(groups, dtype=object).astype(str))[by_time["position"]]
+    rank = group_of.groupby(group_of.to_numpy()).cumcount().to_numpy()
+    size = group_of.map(group_of.value_counts()).to_numpy()
     share = pd.DataFrame({"share": (rank + 0.5) / size, "position": by_time["position"]})
     return share.sort_values(["share", "position"], kind="mergesort")["position"].to_numpy()
 
 
 def _segment(table: pd.DataFrame, labels: np.ndarray, source: str, order: str) -> Segment:
-    rows = order_rows(table["time"], labels, order)
+    rows = order_rows(table["time"], labels, order, table["source"].to_numpy())
     table = table.iloc[rows].reset_index(drop=True)
     times = pd.to_datetime(table["time"], utc=True).dt.tz_localize(None).to_numpy()
     return Segment(
