@@ -26,7 +26,7 @@ from threattune.cascade import (
     track_cascade,
     train_stage_two,
 )
-from threattune.errors import DataError, ModelError
+from threattune.errors import ConfigError, DataError, ModelError
 from threattune.flow_model import FlowModel
 
 SMALL = {"max_depth": 4, "class_weight": "none", "max_rounds": 20}
@@ -192,6 +192,36 @@ def test_command_line_trains_evaluates_and_triages(trained: dict, tmp_path: Path
     ])  # fmt: skip
     assert stored.exit_code == 0, stored.output
     assert "cascade train" in runner.invoke(app, ["cascade", "train", "--help"]).output
+
+
+def test_two_stage_scoring_writes_what_the_cascade_decides(trained: dict, tmp_path: Path) -> None:
+    """`threattune score --cascade`: stage one's columns, stage two's score, the final alert."""
+    import pandas as pd
+
+    from threattune.cli import app
+
+    cascade, segment = trained["cascade"], trained["segment"]
+    folder = cascade.save(tmp_path / "cascade")
+    output = tmp_path / "scores.csv"
+
+    result = CliRunner().invoke(app, [
+        "score", str(trained["segment_path"]), "--cascade", str(folder), "--output", str(output),
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    scored = pd.read_csv(output)
+    decided = cascade.decide(segment.features)
+    assert scored["alert"].tolist() == decided.alerts.tolist()
+    assert scored["stage_one_alert"].tolist() == decided.stage_one.alerts.tolist()
+    assert np.allclose(scored["stage_two_score"], decided.stage_two_scores, equal_nan=True)
+    assert scored["stage_two_score"].isna().tolist() == (~decided.stage_one.alerts).tolist()
+    assert scored["guarded"].tolist() == decided.guarded.tolist()
+    assert f"{decided.alerts.sum():,} alerts after stage two, of " in result.output
+
+    nothing = CliRunner().invoke(app, [
+        "score", str(trained["segment_path"]), "--output", str(tmp_path / "x.csv"),
+    ])  # fmt: skip
+    assert isinstance(nothing.exception, ConfigError) and "--cascade" in nothing.exception.fix
 
 
 # ----------------------------------------------------------------------------- recall guard

@@ -292,6 +292,36 @@ def test_command_line_trains_and_evaluates_on_mail_files(
     assert again["training"] == manifest["training"]
 
 
+def test_two_stage_scoring_of_mail_files(trained: dict, data_root: Path, tmp_path: Path) -> None:
+    """`threattune score --cascade` on mail: stage one scores each message once, stage two
+    filters its alerts, and the output says what each stage decided."""
+    import pandas as pd
+
+    from threattune.cli import app
+
+    ham = _spamassassin_ham(data_root, tmp_path / "ham", 40, "easy_ham")
+    phish = _nazario_mbox(data_root, tmp_path / "phish.mbox", 40)
+    cascade = trained["cascade"]
+    folder = cascade.save(tmp_path / "cascade")
+    output = tmp_path / "scores.jsonl"
+
+    result = CliRunner().invoke(app, [
+        "score", str(ham), str(phish), "--cascade", str(folder), "--output", str(output),
+    ])  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    scored = pd.read_json(output, lines=True)
+    segment = labelled_mail_segment(
+        trained["model"], [f"legitimate={ham}", f"phishing={phish}"], order="file"
+    )
+    decided = cascade.decide(segment.features)
+    assert len(scored) == len(segment) == 80
+    assert scored["alert"].tolist() == decided.alerts.tolist()
+    assert scored["stage_one_alert"].tolist() == decided.stage_one.alerts.tolist()
+    assert scored["stage_two_score"].isna().tolist() == (~decided.stage_one.alerts).tolist()
+    assert "after stage two, of" in result.output
+
+
 def test_triage_groups_mail_false_positives_by_embedding_and_words(
     trained: dict, data_root: Path, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -155,14 +156,21 @@ def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output:
     typer.echo(f"\nreport: {output / 'report.md'}")
 
 
-def score_messages(model: MailModel, inputs: list[Path], output: Path) -> None:
-    """Score mail files and print what was found."""
+def score_messages(
+    model: MailModel, inputs: list[Path], output: Path, *, cascade: Any = None
+) -> None:
+    """Score mail files (through both stages with a ``cascade``) and print what was found."""
     from threattune.mail_scoring import SKIPPED_KINDS, score_mail
 
-    summary = score_mail(model, inputs, output, progress=sys.stderr.isatty())
+    summary = score_mail(model, inputs, output, progress=sys.stderr.isatty(), cascade=cascade)
+    after = (
+        f" after stage two, of {summary.stage_one_alerts:,} from stage one"
+        if summary.stage_one_alerts is not None
+        else ""
+    )
     typer.echo(
         f"scored {summary.messages:,} messages in {summary.seconds:.1f} s "
-        f"({summary.messages_per_second:,.1f} messages/s): {summary.alerts:,} alerts"
+        f"({summary.messages_per_second:,.1f} messages/s): {summary.alerts:,} alerts{after}"
     )
     for name, count in summary.by_class.items():
         typer.echo(f"  {name:28} {count:>10,}")

@@ -562,6 +562,20 @@ class CascadeDecisions:
         """Stage-one alerts that stage two removed."""
         return self.stage_one.alerts & ~self.alerts
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """What a scorer writes per row: stage one's alert, stage two's score, the final alert.
+
+        ``alert`` is the cascade's (what an analyst sees); ``guarded`` marks alerts that only
+        the recall guard kept.
+        """
+        guarded = self.guarded if self.guarded is not None else np.zeros_like(self.alerts)
+        return {
+            "stage_one_alert": np.asarray(self.stage_one.alerts, dtype=bool),
+            "stage_two_score": self.stage_two_scores,
+            "guarded": np.asarray(guarded, dtype=bool),
+            "alert": np.asarray(self.alerts, dtype=bool),
+        }
+
 
 @dataclass
 class Cascade:
@@ -593,9 +607,14 @@ class Cascade:
         matrix = stage_two_matrix(self.stage_one, features, proba)
         return self.stage_two.predict_proba(matrix)[:, 1].astype(np.float64)
 
-    def decide(self, features: pd.DataFrame) -> CascadeDecisions:
-        """Stage one alerts, stage two scores its alerts, the ones at its threshold remain."""
-        proba = stage_one_proba(self.stage_one, features)
+    def decide(self, features: pd.DataFrame, proba: np.ndarray | None = None) -> CascadeDecisions:
+        """Stage one alerts, stage two scores its alerts, the ones at its threshold remain.
+
+        ``proba`` is stage one's class probabilities of ``features`` when already at hand (a
+        scorer that wrote stage one's columns); by default stage one scores them.
+        """
+        if proba is None:
+            proba = stage_one_proba(self.stage_one, features)
         first = self.stage_one.decide(proba)
         scores = np.full(len(features), np.nan)
         rows = np.flatnonzero(first.alerts)

@@ -11,12 +11,12 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from threattune import __version__
-from threattune.errors import ThreatTuneError
+from threattune.errors import ConfigError, ThreatTuneError
 
 app = typer.Typer(
     name="threattune",
@@ -378,8 +378,22 @@ def score(
             "folders and archives of mail.",
         ),
     ],
-    model: Annotated[str, typer.Option(help="A model folder or models:/NAME@ALIAS.")],
     output: Annotated[Path, typer.Option(help="Scores: .csv, .jsonl or .parquet.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="A model folder or models:/NAME@ALIAS. With --cascade, by default the "
+            "stage one its manifest names."
+        ),
+    ] = None,
+    cascade: Annotated[
+        Path | None,
+        typer.Option(
+            help="Two-stage scoring: a folder 'threattune cascade train' wrote. Stage two "
+            "filters stage one's alerts; 'alert' is then the cascade's, beside stage_one_alert, "
+            "stage_two_score and guarded (kept by the recall guard)."
+        ),
+    ] = None,
     batch_rows: Annotated[int, typer.Option(help="Flows per batch; memory grows with it.")] = 65536,
     delimiter: Annotated[str, typer.Option(help="CSV field delimiter.")] = ",",
     ignore_extra_columns: Annotated[
@@ -390,7 +404,13 @@ def score(
         ),
     ] = False,
 ) -> None:
-    """Score flows or mail in batches: class, score, alert and ATT&CK technique per row."""
+    """Score flows or mail in batches: class, score, alert and ATT&CK technique per row.
+
+    Example: threattune score flows.csv --model models:/threattune-nsl-kdd@champion
+    --output scores.parquet
+
+    Two stages: threattune score flows.csv --cascade cascade/cascade --output scores.parquet
+    """
     from threattune import tracking
     from threattune.scoring import score_file
 
@@ -399,11 +419,20 @@ def score(
         raise ThreatTuneError(
             "input not found", path=missing[0], fix="name files or folders that exist"
         )
-    flow_model = tracking.open_model(model, with_baseline=False)
+    if model is None and cascade is None:
+        raise ConfigError(
+            "nothing to score with", field="--model",
+            fix="pass --model FOLDER_OR_URI, or --cascade FOLDER for two-stage scoring",
+        )  # fmt: skip
+    two_stage = _open_cascade(cascade, model) if cascade is not None else None
+    if two_stage is not None:
+        flow_model = two_stage.stage_one
+    else:
+        flow_model = tracking.open_model(str(model), with_baseline=False)
     if getattr(flow_model, "kind", "flow") == "mail":
         from threattune._cli_mail import score_messages
 
-        score_messages(flow_model, input_file, output)
+        score_messages(flow_model, input_file, output, cascade=two_stage)
         return
     if len(input_file) != 1:
         raise ThreatTuneError(
@@ -420,15 +449,32 @@ def score(
         delimiter=delimiter,
         allow_extra=ignore_extra_columns,
         progress=sys.stderr.isatty(),
+        cascade=two_stage,
     )
     typer.echo(
         f"scored {summary.rows:,} flows in {summary.seconds:.1f} s "
         f"({summary.flows_per_second:,.0f} flows/s): {summary.alerts:,} alerts"
+        + _after_stage_two(summary.stage_one_alerts)
     )
     for cls, count in summary.by_class.items():
         typer.echo(f"  {cls:28} {count:>10,}")
     _print_findings(summary.findings, minimum="low")
     typer.echo(f"output: {output}")
+
+
+def _open_cascade(folder: Path, model: str | None) -> Any:
+    """The cascade in ``folder``; its stage one is ``model`` when given, else its own reference."""
+    from threattune import cascade as two_stage
+
+    stage_one = two_stage.open_stage_one(model) if model is not None else None
+    return two_stage.Cascade.load(folder, stage_one=stage_one)
+
+
+def _after_stage_two(stage_one_alerts: int | None) -> str:
+    """How many alerts stage one raised, for a summary of two-stage scoring."""
+    if stage_one_alerts is None:
+        return ""
+    return f" after stage two, of {stage_one_alerts:,} from stage one"
 
 
 # ----------------------------------------------------------------------------- threshold

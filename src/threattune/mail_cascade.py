@@ -51,6 +51,8 @@ __all__ = [
     "SCORE_FEATURES",
     "MailStageTwo",
     "MailStageTwoSettings",
+    "cascade_features",
+    "cascade_row",
     "corpus_segment",
     "corpus_times",
     "evidence_matrix",
@@ -538,6 +540,25 @@ def _check_split(
         )  # fmt: skip
 
 
+def cascade_row(message: Any) -> dict[str, Any]:
+    """What the cascade reads of a parsed message: alert id, time, source, text and evidence."""
+    from threattune.phishing import message_row
+
+    row = message_row(message)
+    return {
+        "alert_id": message_alert_id(message), "time": row["date"],
+        "source": Path(message.source.path).name,
+        **{name: row[name] for name in EVIDENCE_COLUMNS},
+    }  # fmt: skip
+
+
+def cascade_features(messages: Sequence[Any]) -> pd.DataFrame:
+    """A batch of parsed messages as the cascade reads them (see :func:`cascade_row`)."""
+    frame = pd.DataFrame.from_records([cascade_row(m) for m in messages])
+    frame["time"] = pd.to_datetime(frame["time"], utc=True)
+    return frame.drop(columns="alert_id")
+
+
 def labelled_mail_segment(
     model: MailModel, specs: Sequence[str], *, order: str = "time"
 ) -> Segment:
@@ -546,7 +567,6 @@ def labelled_mail_segment(
     Unreadable messages are skipped and counted in the log. Each message's alert id is
     :func:`message_alert_id`; a second copy of one message in the input gets ``#2``.
     """
-    from threattune.phishing import message_row
     from threattune.sources.mail import MailReader
 
     reader = MailReader()
@@ -562,12 +582,7 @@ def labelled_mail_segment(
                 found=spec, fix="for example: --segment legitimate=ham/ --segment phishing=x.mbox",
             )  # fmt: skip
         for message in reader.read(Path(path)):
-            row = message_row(message)
-            rows.append({
-                "alert_id": message_alert_id(message), "time": row["date"],
-                "source": Path(message.source.path).name,
-                **{name: row[name] for name in EVIDENCE_COLUMNS},
-            })  # fmt: skip
+            rows.append(cascade_row(message))
             labels.append(label)
     if not rows:
         raise DataError("no readable labelled message in the segment", field="segment",

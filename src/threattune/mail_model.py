@@ -157,14 +157,17 @@ class MailModel:
             alerts=codes != self.benign_index,
         )
 
-    def score_messages(self, messages: Sequence[Message], *, int8: bool = True) -> pd.DataFrame:
+    def score_messages(
+        self, messages: Sequence[Message], *, int8: bool = True, proba: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """One row per message: who, what, the decision, its technique and the evidence.
 
         Columns: source, message_id, date, from_address, subject, class, score, threat_score,
         alert, technique, urls (defanged), suspicious_urls, signals (header flags) and
-        attachments.
+        attachments. ``proba``: the messages' class probabilities when already at hand.
         """
-        proba = self.predict_proba([message_text(m) for m in messages], int8=int8)
+        if proba is None:
+            proba = self.predict_proba([message_text(m) for m in messages], int8=int8)
         decisions = self.decide(proba)
         techniques = self.technique_labels()
         rows = []

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,6 +29,9 @@ from threattune.findings import Finding
 from threattune.mail_model import MailModel
 from threattune.scoring import OUTPUT_FORMATS, _Writer
 from threattune.sources.mail import MailReader, MailSource, Message
+
+if TYPE_CHECKING:
+    from threattune.cascade import Cascade
 
 __all__ = ["SKIPPED_KINDS", "MailScoringSummary", "score_mail", "score_raw"]
 
@@ -63,6 +66,8 @@ class MailScoringSummary:
     by_class: dict[str, int] = field(default_factory=dict)
     by_technique: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    stage_one_alerts: int | None = None
+    """With a cascade: stage one's alerts, before stage two filtered them to ``alerts``."""
 
     @property
     def messages_per_second(self) -> float:
@@ -71,7 +76,8 @@ class MailScoringSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs, "output": self.output, "messages": self.messages,
-            "alerts": self.alerts, "seconds": self.seconds, "by_class": self.by_class,
+            "alerts": self.alerts, "stage_one_alerts": self.stage_one_alerts,
+            "seconds": self.seconds, "by_class": self.by_class,
             "by_technique": self.by_technique, "skipped": len(self.findings),
         }  # fmt: skip
 
@@ -103,8 +109,13 @@ def score_mail(
     int8: bool = True,
     progress: bool = False,
     max_messages: int | None = None,
+    cascade: Cascade | None = None,
 ) -> MailScoringSummary:
-    """Score every message under ``inputs`` and write CSV, JSON lines or Parquet."""
+    """Score every message under ``inputs`` and write CSV, JSON lines or Parquet.
+
+    With a ``cascade`` whose stage one is ``model``, stage two filters the alerts: ``alert``
+    is the cascade's, and stage_one_alert, stage_two_score and guarded follow.
+    """
     output_path = Path(output_path)
     kind = OUTPUT_FORMATS.get(output_path.suffix.lower())
     if kind is None:
@@ -139,7 +150,11 @@ def score_mail(
         if max_messages is not None:
             messages = islice(messages, max_messages)
         for batch in _batches(messages, batch_size):
-            scored = model.score_messages(batch, int8=int8)
+            scored = _score_batch(model, batch, int8, cascade)
+            if cascade is not None:
+                summary.stage_one_alerts = (summary.stage_one_alerts or 0) + int(
+                    scored["stage_one_alert"].sum()
+                )
             writer.write(_flattened(scored) if kind != "jsonl" else scored)
             summary.messages += len(scored)
             summary.alerts += int(scored["alert"].sum())
@@ -173,6 +188,22 @@ def score_mail(
     logger.info("scored %d messages in %.1f s, %d alerts", summary.messages, summary.seconds,
                 summary.alerts)  # fmt: skip
     return summary
+
+
+def _score_batch(
+    model: MailModel, batch: list[Message], int8: bool, cascade: Cascade | None
+) -> pd.DataFrame:
+    """Stage one's columns, and with a cascade stage two's; stage one scores each message once."""
+    if cascade is None:
+        return model.score_messages(batch, int8=int8)
+    from threattune.mail_cascade import cascade_features, model_texts
+
+    features = cascade_features(batch)
+    proba = model.predict_proba(model_texts(features), int8=int8)
+    scored = model.score_messages(batch, proba=proba)
+    for name, values in cascade.decide(features, proba).columns().items():
+        scored[name] = values
+    return scored
 
 
 def _messages(reader: MailReader, inputs: Iterable[Path]) -> Iterator[Message]:

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from threattune.fingerprint import InputCheck
 from threattune.flow_model import FlowModel
 from threattune.sources import _tables
 from threattune.sources.flows import NSL_KDD_COLUMNS, NSL_KDD_FEATURES
+
+if TYPE_CHECKING:
+    from threattune.cascade import Cascade
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class ScoringSummary:
     by_class: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    stage_one_alerts: int | None = None
+    """With a cascade: stage one's alerts, before stage two filtered them to ``alerts``."""
 
     @property
     def flows_per_second(self) -> float:
@@ -78,7 +83,8 @@ class ScoringSummary:
     def to_dict(self) -> dict[str, Any]:
         return {
             "input": self.input, "output": self.output, "rows": self.rows,
-            "alerts": self.alerts, "by_class": self.by_class, "seconds": self.seconds,
+            "alerts": self.alerts, "stage_one_alerts": self.stage_one_alerts,
+            "by_class": self.by_class, "seconds": self.seconds,
             "findings": [f.to_dict() for f in self.findings],
         }  # fmt: skip
 
@@ -131,10 +137,19 @@ def _stripped_categories(values: pd.Series) -> pd.Categorical:
 
 
 def score_features(
-    model: FlowModel, features: pd.DataFrame, passthrough: pd.DataFrame | None = None
+    model: FlowModel,
+    features: pd.DataFrame,
+    passthrough: pd.DataFrame | None = None,
+    cascade: Cascade | None = None,
 ) -> pd.DataFrame:
-    """Score prepared features; ``passthrough`` columns lead the output."""
-    decisions = model.decide(model.predict_proba(features))
+    """Score prepared features; ``passthrough`` columns lead the output.
+
+    With a ``cascade`` (whose stage one is ``model``), ``alert`` is the cascade's final alert
+    and stage_one_alert, stage_two_score and guarded follow (see
+    :meth:`~threattune.cascade.CascadeDecisions.columns`).
+    """
+    proba = model.predict_proba(features)
+    decisions = model.decide(proba)
     techniques = model.technique_labels()
     out = passthrough.reset_index(drop=True) if passthrough is not None else pd.DataFrame()
     out["class"] = decisions.classes
@@ -142,6 +157,9 @@ def score_features(
     out["attack_score"] = decisions.attack_scores
     out["alert"] = decisions.alerts
     out["techniques"] = pd.Series(decisions.classes).map(techniques).to_numpy()
+    if cascade is not None:
+        for name, values in cascade.decide(features, proba).columns().items():
+            out[name] = values
     return out
 
 
@@ -203,8 +221,13 @@ def score_file(
     delimiter: str = ",",
     allow_extra: bool = False,
     progress: bool = False,
+    cascade: Cascade | None = None,
 ) -> ScoringSummary:
-    """Score every flow of a CSV or Parquet file and write CSV, JSON lines or Parquet."""
+    """Score every flow of a CSV or Parquet file and write CSV, JSON lines or Parquet.
+
+    With a ``cascade`` whose stage one is ``model``, stage two filters the alerts (two-stage
+    scoring; see :func:`score_features`).
+    """
     input_path, output_path = Path(input_path), Path(output_path)
     kind = OUTPUT_FORMATS.get(output_path.suffix.lower())
     if kind is None:
@@ -236,11 +259,17 @@ def score_file(
                 )
             features = prepare_features(model, batch, path=str(input_path), first_line=first_line)
             check.observe(features)
-            scored = score_features(model, features, batch[passthrough] if passthrough else None)
+            scored = score_features(
+                model, features, batch[passthrough] if passthrough else None, cascade
+            )
             writer.write(scored)
             summary.rows += len(scored)
             counts.update(scored["class"].value_counts().to_dict())
             summary.alerts += int(scored["alert"].sum())
+            if cascade is not None:
+                summary.stage_one_alerts = (summary.stage_one_alerts or 0) + int(
+                    scored["stage_one_alert"].sum()
+                )
             if bar is not None:
                 bar.update(len(scored))
         writer.close()
