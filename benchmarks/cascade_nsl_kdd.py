@@ -48,6 +48,7 @@ from threattune.cascade import (
 )
 from threattune.catalog import dataset_path
 from threattune.flow_model import FlowModel
+from threattune.sources.flows import CICFLOWMETER_IDENTIFIERS
 from threattune.tasks import BUILTIN_TASKS
 
 QUICK_MODEL = {"max_depth": 6, "class_weight": "none", "max_rounds": 100}
@@ -94,6 +95,9 @@ def cicids_segment(
         rest = rest.iloc[np.argsort(stamps.to_numpy(), kind="stable")]
     else:
         rest = rest.sample(frac=1.0, random_state=seed)
+    # exact repeats once identifiers are gone, kept once (the first seen), as training does
+    keyed = rest.drop(columns=[c for c in CICFLOWMETER_IDENTIFIERS if c in rest.columns])
+    rest = rest[~keyed.astype(str).duplicated().to_numpy()]
     work.mkdir(parents=True, exist_ok=True)
     train_file = work / "cicids-train.csv"
     segment_file = work / f"cicids-segment-{order}.csv"

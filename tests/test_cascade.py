@@ -135,6 +135,24 @@ def test_save_and_load_give_identical_decisions(trained: dict, tmp_path: Path) -
     assert before.filtered.sum() > 0
 
 
+def test_stage_one_runs_at_the_point_stage_two_was_trained_at(
+    trained: dict, tmp_path: Path
+) -> None:
+    cascade = trained["cascade"]
+    folder = cascade.save(tmp_path / "out" / "cascade")
+    moved = FlowModel.load(trained["model"].folder, with_baseline=False)
+    moved.manifest["operating_point"] = {**moved.operating_point, "threshold": 0.999}
+
+    loaded = Cascade.load(tmp_path / "out", moved)  # the --output folder of cascade train
+
+    assert loaded.folder == folder
+    assert loaded.stage_one.operating_point == cascade.manifest["stage_one"]["operating_point"]
+    features = trained["segment"].features
+    assert np.array_equal(loaded.decide(features).alerts, cascade.decide(features).alerts)
+    with pytest.raises(ModelError, match="does not exist"):
+        Cascade.load(tmp_path / "nowhere")
+
+
 def test_loading_with_another_stage_one_is_refused(trained: dict, tmp_path: Path) -> None:
     folder = trained["cascade"].save(tmp_path / "cascade")
     other = FlowModel.load(trained["model"].folder, with_baseline=False)
@@ -176,6 +194,13 @@ def test_command_line_trains_evaluates_and_triages(trained: dict, tmp_path: Path
         "--segment", segment, "--output", str(tmp_path / "eval"), "--skip-rows", "3600",
     ])  # fmt: skip
     assert measured.exit_code == 0, measured.output
+    manifest = json.loads((tmp_path / "out" / "cascade" / "cascade.json").read_text())
+    assert Path(manifest["stage_one"]["reference"]).is_absolute()
+    beyond = runner.invoke(app, [
+        "cascade", "evaluate", "--cascade", str(tmp_path / "out"), "--segment", segment,
+        "--output", str(tmp_path / "eval"), "--skip-rows", "9000",
+    ])  # fmt: skip
+    assert isinstance(beyond.exception, ConfigError) and "9,000" in beyond.exception.expected
 
     triaged = runner.invoke(app, [
         "triage", "--model", model, "--segment", segment, "--from-labels",

@@ -86,7 +86,12 @@ def test_score_file_writes_one_row_per_flow_in_each_format(
 
     scores = _read_scores(output)
     assert len(scores) == summary.rows == 600
-    assert list(scores.columns) == ["attack", "difficulty", *SCORE_COLUMNS]
+    assert list(scores.columns) == ["alert_id", "attack", "difficulty", *SCORE_COLUMNS]
+    assert scores["alert_id"].tolist()[:2] == [f"{kdd.test.name}:0", f"{kdd.test.name}:1"]
+    assert scores["alert_id"].is_unique
+    batched = _read_scores(Path(score_file(kdd.model, kdd.test, tmp_path / f"b{suffix}",
+                                           batch_rows=256).output))  # fmt: skip
+    assert batched["alert_id"].tolist() == scores["alert_id"].tolist()
     assert set(scores["class"]) <= set(kdd.model.classes)
     assert scores["alert"].tolist() == (scores["class"] != "normal").tolist()
     assert scores["score"].between(0, 1).all() and scores["attack_score"].between(0, 1).all()
@@ -122,7 +127,7 @@ def test_score_file_nsl_kdd_41_and_43_fields_score_alike(
     wide = _read_scores(Path(score_file(kdd.model, kdd.test, tmp_path / "wide.csv").output))
     only = _read_scores(Path(score_file(kdd.model, narrow, tmp_path / "narrow.csv").output))
 
-    assert list(only.columns) == list(SCORE_COLUMNS)
+    assert list(only.columns) == ["alert_id", *SCORE_COLUMNS]
     assert only["class"].tolist() == wide["class"].tolist()
     np.testing.assert_allclose(only["attack_score"], wide["attack_score"])
 
@@ -175,7 +180,7 @@ def test_score_file_table_carries_identifier_columns(
     summary = score_file(table.model, source, tmp_path / "scores.csv")
 
     scores = _read_scores(tmp_path / "scores.csv")
-    assert list(scores.columns) == ["src", "seen", "session", *SCORE_COLUMNS]
+    assert list(scores.columns) == ["alert_id", "src", "seen", "session", *SCORE_COLUMNS]
     assert scores["session"].tolist() == _unlabelled()["session"].tolist()
     assert summary.rows == 200
     assert not [f for f in summary.findings if f.kind == "unseen-category"]

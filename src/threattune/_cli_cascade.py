@@ -129,6 +129,8 @@ def train_command(
             fix="pass --verdicts STORE_URL with analysts' verdicts, or --from-labels",
         )
     flow_model = two_stage.open_stage_one(model)
+    # a folder is recorded whole, so that the cascade opens from any working folder
+    reference = model if model.startswith("models:/") else str(Path(model).resolve())
     flows = _load_segment(flow_model, segment, order, max_per_source)
     causes = [c.strip() for c in root_cause_columns.split(",") if c.strip()]
     if from_labels:
@@ -138,7 +140,7 @@ def train_command(
             first_slice=first_slice,
             recall_budget=recall_budget,
             root_cause_columns=causes,
-            stage_one_reference=model,
+            stage_one_reference=reference,
             min_class_verdicts=min_class_verdicts,
             threshold_folds=threshold_folds,
         )
@@ -149,7 +151,7 @@ def train_command(
     else:
         with _verdict_store(verdicts or "") as store_url:
             cascade, evaluation = _train_from_store(
-                flow_model, flows, store_url, first_slice, recall_budget, model,
+                flow_model, flows, store_url, first_slice, recall_budget, reference,
                 min_class_verdicts, threshold_folds,
             )  # fmt: skip
 
@@ -238,7 +240,15 @@ def _train_from_store(
             fix="record verdicts under the alert ids of the segment, or use --from-labels",
         )  # fmt: skip
     position = {alert_id: row for row, alert_id in enumerate(first.alert_ids)}
-    rows = np.array([position[a] for a in judged["alert_id"]])
+    # in the segment's order, so that the store's order cannot change what stage two learns
+    judged = judged.assign(row=[position[a] for a in judged["alert_id"]])
+    judged = judged.sort_values("row", kind="mergesort").reset_index(drop=True)
+    rows = judged["row"].to_numpy()
+    typer.echo(
+        f"verdicts: {len(judged):,} on the {len(alerted):,} stage-one alerts of the first slice"
+        + (f" ({len(alerted) - len(judged):,} alerts have none and are left out)"
+           if len(judged) < len(alerted) else "")
+    )  # fmt: skip
     if mail:
         last = first.last_time(rows)
         times = [last] if last is not None else None
@@ -297,6 +307,14 @@ def evaluate_command(
     loaded = two_stage.Cascade.load(cascade, stage_one)
     order = order or (loaded.manifest.get("segment") or {}).get("order") or "time"
     flows = _load_segment(loaded.stage_one, segment, order, max_per_source)
+    if not 0 <= skip_rows < len(flows):
+        raise ConfigError(
+            "--skip-rows must leave flows or messages to measure", field="--skip-rows",
+            expected=f"between 0 and {len(flows) - 1} (the segment holds {len(flows):,})",
+            found=str(skip_rows),
+            fix="skip the training slice only: segment.training_flows (or training_messages) "
+            "in cascade.json",
+        )  # fmt: skip
     if skip_rows:
         flows = flows.subset(np.arange(skip_rows, len(flows)))
     evaluation = two_stage.evaluate_cascade(

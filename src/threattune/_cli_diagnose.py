@@ -38,9 +38,9 @@ def diagnose_command(
     reference: Annotated[
         list[Path] | None,
         typer.Option(
-            help="Reference flows file or saved profile [default: the profile stored with the "
-            "model]; for a mail model, reference mail [default: the stored reference "
-            "embeddings]."
+            help="Reference flows file or saved profile (default: the profile stored with the "
+            "model); for a mail model, reference mail (default: the stored reference "
+            "embeddings)."
         ),
     ] = None,
     labels: Annotated[
@@ -127,7 +127,7 @@ def adapt_command(
         float | None,
         typer.Option(
             help="Share of the sample used to adapt; the rest measures before and after "
-            "[default: 0.05 of flows, 0.5 of mail, split by campaign]."
+            "(default: 0.05 of flows, 0.5 of mail, split by campaign)."
         ),
     ] = None,
     max_rounds: Annotated[int, typer.Option(help="Most boosting rounds added (flows).")] = 50,

@@ -60,7 +60,7 @@ import pandas as pd
 
 from threattune import __version__, tracking
 from threattune._jsonfile import read_json, write_json
-from threattune.errors import DataError, ModelError
+from threattune.errors import DataError, ModelError, ThreatTuneError
 from threattune.flow_model import Decisions, FlowModel
 from threattune.models.tabular import BoostedTrees, BoostedTreesSettings
 from threattune.operating_point import proportion_interval
@@ -267,8 +267,9 @@ def _edge_time(segment: Segment, rows: np.ndarray | None, *, latest: bool) -> da
 def load_segment(model: FlowModel, path: Path | str) -> Segment:
     """Read a labelled file with the reader the model was trained with.
 
-    Each flow's alert id is ``FILE:ROW`` (0-based row in file order), so that ids of two
-    slices of one file never collide and the order of the file is the order of time.
+    Each flow's alert id is ``FILE:ROW`` (0-based row in file order, as ``threattune score``
+    writes it), so that ids of two slices of one file never collide and the order of the file
+    is the order of time. Every row is kept, duplicates too, so that the ids match the file's.
     """
     from threattune.scoring import prepare_features
     from threattune.tasks import FlowTask
@@ -285,7 +286,7 @@ def load_segment(model: FlowModel, path: Path | str) -> Segment:
         categorical=tuple(model.fingerprint.categorical) if reader == "table" else None,
         operating_goal=None,
     )
-    table = task.load()
+    table = task.load(deduplicate=False)
     if table.labels is None:
         raise DataError("the segment has no labels", path=path, fix="pass a labelled file")
     features = prepare_features(model, table.features, path=str(path))
@@ -347,7 +348,9 @@ def check_disjoint(
             field="alert_id",
             expected="alerts disjoint from the training verdicts",
             found=f"{len(shared)} shared alert ids, such as {', '.join(shared[:3])}",
-            fix="measure on a later slice of the segment than the one that trained the cascade",
+            fix="measure on a later slice of the segment than the one that trained the cascade "
+            "('threattune cascade evaluate --skip-rows N', N from segment.training_flows or "
+            "training_messages in cascade.json)",
         )
     if training_until is not None and measured_from is not None and measured_from <= training_until:
         raise DataError(
@@ -658,11 +661,14 @@ class Cascade:
         Raises :class:`ModelError` when stage one is not the model stage two was trained on.
         """
         folder = Path(folder)
+        if not (folder / MANIFEST).is_file() and (folder / "cascade" / MANIFEST).is_file():
+            folder = folder / "cascade"  # the --output folder of 'threattune cascade train'
         if not (folder / MANIFEST).is_file():
             raise ModelError(
-                "not a threattune cascade folder", path=folder,
+                "not a threattune cascade folder"
+                + ("" if folder.exists() else ": it does not exist"), path=folder,
                 expected=f"{MANIFEST}, {STAGE_TWO_FILE}, {TRAINING_ALERTS}",
-                fix="pass the folder that 'threattune cascade train' wrote",
+                fix="pass the folder 'threattune cascade train --output X' wrote (X or X/cascade)",
             )  # fmt: skip
         manifest = read_json(folder / MANIFEST, what="cascade")
         if manifest.get("format_version", 0) > FORMAT_VERSION:
@@ -670,7 +676,16 @@ class Cascade:
         reference = manifest["stage_one"]
         kind = str(manifest.get("kind", "flow"))
         if stage_one is None:
-            stage_one = open_stage_one(reference["reference"])
+            try:
+                stage_one = open_stage_one(reference["reference"])
+            except ThreatTuneError as error:
+                raise ModelError(
+                    "cannot open the cascade's stage-one model", path=folder / MANIFEST,
+                    field="stage_one.reference", expected="a model folder or models:/ URI",
+                    found=f"{reference['reference']}: {error.message}",
+                    fix="name stage one with --model (a folder or models:/NAME/VERSION of "
+                    f"version {reference.get('version')})",
+                ) from error  # fmt: skip
         if _kind(stage_one) != kind:
             raise ModelError(
                 "the stage-one model is of another kind than the cascade", path=folder / MANIFEST,
@@ -682,8 +697,19 @@ class Cascade:
                 path=folder / MANIFEST,
                 expected=f"a model with SHA-256 {reference['trees_sha256'][:12]}...",
                 found=str(stage_one.folder),
-                fix="open the stage-one version the manifest names, or train stage two again",
+                fix=f"open stage-one version {reference.get('version')} "
+                f"({reference['reference']}), or train stage two again",
             )
+        recorded = reference.get("operating_point")
+        if recorded and (stage_one.operating_point or {}).get("threshold") != recorded.get(
+            "threshold"
+        ):
+            logger.warning(
+                "stage one runs at the operating point stage two was trained at (%s), not at "
+                "the model's current one (%s)", recorded.get("goal_text") or recorded.get("goal"),
+                (stage_one.operating_point or {}).get("goal_text") or "none",
+            )  # fmt: skip
+            stage_one.manifest = {**stage_one.manifest, "operating_point": recorded}
         trained = read_json(folder / TRAINING_ALERTS, what="cascade")
         until = trained.get("until")
         stage_two: StageTwoModel

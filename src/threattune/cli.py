@@ -205,33 +205,33 @@ def train(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Folder for the model and report [default: runs/TASK-TIMESTAMP]."),
+        typer.Option(help="Folder for the model and report (default: runs/TASK-TIMESTAMP)."),
     ] = None,
     register: Annotated[bool, typer.Option(help="Register the model in MLflow.")] = True,
     alias: Annotated[
         str | None,
         typer.Option(
-            help="Registry alias to point at the new version [default: champion, when no "
-            "version has it yet]."
+            help="Registry alias to point at the new version (default: champion, when no "
+            "version has it yet)."
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for splits and fitting.")] = None,
     delimiter: Annotated[
-        str | None, typer.Option(help="CSV field delimiter of a CSV task [default: ,].")
+        str | None, typer.Option(help="CSV field delimiter of a CSV task (default: ,).")
     ] = None,
     goal: Annotated[
         str | None,
         typer.Option(
             help="Operating goal met on the validation split: fpr<=0.01, precision>=0.99, "
             "alerts<=200/day@5000000, or none for the most probable class "
-            "[default: the task's, fpr<=0.01]."
+            "(default: the task's, fpr<=0.01)."
         ),
     ] = None,
     base_model: Annotated[
         str | None,
         typer.Option(
             help="phishing: the pretrained encoder, a hub name (distilbert-base-uncased) or a "
-            "local folder [default: the shipped all-MiniLM-L6-v2]."
+            "local folder (default: the shipped all-MiniLM-L6-v2)."
         ),
     ] = None,
     max_train: Annotated[
@@ -497,8 +497,8 @@ def threshold(
     output: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for the PR curve PNG and JSON [default: operating-point/ inside a "
-            "model folder, or in the current folder for a registry model]."
+            help="Folder for the PR curve PNG and JSON (default: operating-point/ inside a "
+            "model folder, or in the current folder for a registry model or with --no-store)."
         ),
     ] = None,
     store: Annotated[
@@ -525,8 +525,10 @@ def threshold(
             fix="pass one of the expected values",
         )
     if output is None:
+        # a trial (--no-store) leaves the model folder as it was, figure and curve included
         local = Path(model)
-        output = local / "operating-point" if local.is_dir() else Path("operating-point")
+        inside = local.is_dir() and store
+        output = local / "operating-point" if inside else Path("operating-point")
     result = choose_operating_point(
         model, goal, output=output, prior=prior, store=store, calibration=calibration
     )

@@ -225,6 +225,10 @@ def score_file(
 ) -> ScoringSummary:
     """Score every flow of a CSV or Parquet file and write CSV, JSON lines or Parquet.
 
+    Each row starts with its alert id, ``FILE:ROW`` (file name, 0-based row), the id under
+    which analysts record verdicts and the cascade finds them (unless the input carries its
+    own ``alert_id`` column).
+
     With a ``cascade`` whose stage one is ``model``, stage two filters the alerts (two-stage
     scoring; see :func:`score_features`).
     """
@@ -262,6 +266,10 @@ def score_file(
             scored = score_features(
                 model, features, batch[passthrough] if passthrough else None, cascade
             )
+            if "alert_id" not in scored.columns:
+                start = summary.rows
+                rows = range(start, start + len(scored))
+                scored.insert(0, "alert_id", [f"{input_path.name}:{row}" for row in rows])
             writer.write(scored)
             summary.rows += len(scored)
             counts.update(scored["class"].value_counts().to_dict())

@@ -114,8 +114,14 @@ class FlowTask:
             out["label_column"] = self.label_column
         return out
 
-    def load(self, references: tuple[str, ...] | None = None) -> FlowTable:
-        """Load the training files, or the given ones, as a labelled flow table."""
+    def load(
+        self, references: tuple[str, ...] | None = None, *, deduplicate: bool = True
+    ) -> FlowTable:
+        """Load the training files, or the given ones, as a labelled flow table.
+
+        ``deduplicate=False`` keeps every row of a CICFlowMeter export, so that row N of the
+        table is row N of the file (a segment's alert ids ``FILE:ROW`` rely on it).
+        """
         paths = [self.resolve(r) for r in (references or self.train)]
         if self.reader == "nsl-kdd":
             return flows.load_nsl_kdd(paths, granularity=self.granularity)
@@ -125,6 +131,7 @@ class FlowTask:
                 label_column=self.label_column or flows.CICFLOWMETER_LABEL,
                 keep_columns=self.keep_columns,
                 delimiter=self.delimiter,
+                deduplicate=deduplicate,
             )
         tables = [
             flows.load_labelled_table(
