@@ -317,7 +317,9 @@ class ImportRejected(DataError):
             field=first.field,
             expected=first.expected,
             found=first.found,
-            fix=f"{fix}then import the whole file again",
+            fix=f"{fix}then import the whole file again"
+            if fix
+            else "correct the rows named, then import the whole file again",
         )
         self.problems = problems
         self.summary = summary
@@ -1212,6 +1214,8 @@ def _json_object(value: Any, name: str) -> dict[str, Any]:
                 field=name,
                 expected='a JSON object such as {"score": 0.93}',
                 found=f"{error.msg} at column {error.colno}",
+                fix=f"the {name} column holds extra fields as one JSON object; write one, or "
+                "leave it empty",
             ) from error
     if not isinstance(value, Mapping):
         raise DataError(
