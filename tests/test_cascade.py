@@ -217,6 +217,11 @@ def test_command_line_trains_evaluates_and_triages(trained: dict, tmp_path: Path
     ])  # fmt: skip
     assert stored.exit_code == 0, stored.output
     assert "cascade train" in runner.invoke(app, ["cascade", "train", "--help"]).output
+    # the same verdicts, read from the store, train the same stage two as from the labels
+    derived = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    from_store = json.loads((tmp_path / "from-store" / "evaluation.json").read_text())
+    assert from_store["alerts_after"] == derived["alerts_after"]
+    assert from_store["false_positives_after"] == derived["false_positives_after"]
 
 
 def test_two_stage_scoring_writes_what_the_cascade_decides(trained: dict, tmp_path: Path) -> None:
