@@ -31,11 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cascade_nsl_kdd import cicids_segment
+from cascade_nsl_kdd import add_threshold_folds, cicids_segment
 
 from threattune.cascade import (
     DEFAULT_MIN_CLASS_VERDICTS,
-    DEFAULT_THRESHOLD_FOLDS,
     CascadeEvaluation,
     cascade_from_labels,
 )
@@ -57,11 +56,7 @@ def main() -> None:
     parser.add_argument("--first-slice", type=float, default=0.5)
     parser.add_argument("--recall-budget", type=float, default=0.01)
     parser.add_argument("--min-class-verdicts", type=int, default=DEFAULT_MIN_CLASS_VERDICTS)
-    parser.add_argument(
-        "--threshold-folds", type=int, default=DEFAULT_THRESHOLD_FOLDS,
-        help="stage two's threshold on out-of-fold scores over this many folds; 0: on the "
-        "30 %% validation part alone",
-    )  # fmt: skip
+    add_threshold_folds(parser)
     parser.add_argument("--goal", help="stage one's operating point, e.g. fpr<=0.05")
     parser.add_argument("--work", help="folder for models and parts (default: a temporary one)")
     parser.add_argument("--json", help="write every seed's counts and settings here")

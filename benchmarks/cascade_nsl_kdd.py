@@ -54,6 +54,15 @@ from threattune.tasks import BUILTIN_TASKS
 QUICK_MODEL = {"max_depth": 6, "class_weight": "none", "max_rounds": 100}
 
 
+def add_threshold_folds(parser: argparse.ArgumentParser) -> None:
+    """The option that says where stage two's threshold is chosen."""
+    parser.add_argument(
+        "--threshold-folds", type=int, default=DEFAULT_THRESHOLD_FOLDS,
+        help="stage two's threshold on out-of-fold scores over this many folds; 0: on the "
+        "30 %% validation part alone",
+    )  # fmt: skip
+
+
 def nsl_kdd(args: argparse.Namespace, work: Path) -> tuple[CascadeEvaluation, dict]:
     task = replace(BUILTIN_TASKS["nsl-kdd"], tests={})
     if args.quick:
@@ -148,11 +157,7 @@ def main() -> None:
         help="recall guard: true-positive verdicts a stage-one class needs to be filtered "
         "freely; 0 turns the guard off",
     )  # fmt: skip
-    parser.add_argument(
-        "--threshold-folds", type=int, default=DEFAULT_THRESHOLD_FOLDS,
-        help="stage two's threshold on out-of-fold scores over this many folds; 0: on the "
-        "30 %% validation part alone",
-    )  # fmt: skip
+    add_threshold_folds(parser)
     parser.add_argument("--work", help="folder for models and parts (default: a temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
