@@ -254,6 +254,25 @@ def test_two_stage_scoring_writes_what_the_cascade_decides(trained: dict, tmp_pa
     assert isinstance(nothing.exception, ConfigError) and "--cascade" in nothing.exception.fix
 
 
+def test_latest_verdict_counts_and_disagreements_are_named(tmp_path: Path) -> None:
+    from threattune.cascade import verdicts_for_alerts
+    from threattune.verdicts import Verdict, VerdictStore
+
+    with VerdictStore(f"sqlite:///{tmp_path / 'v.db'}") as store:
+        store.import_records([
+            Verdict("f.txt:0", "m/1", "tp", "alice", "2025-03-01T09:00Z"),
+            Verdict("f.txt:0", "m/1", "fp", "carol", "2025-03-01T10:00Z"),
+            Verdict("f.txt:1", "m/1", "fp", "alice", "2025-03-01T09:00Z"),
+            Verdict("f.txt:1", "m/2", "fp", "carol", "2025-03-01T11:00Z"),
+            Verdict("f.txt:9", "m/1", "tp", "alice", "2025-03-01T09:00Z"),
+        ])  # fmt: skip
+        judged = verdicts_for_alerts(store, ["f.txt:0", "f.txt:1"])
+
+    assert sorted(judged["alert_id"]) == ["f.txt:0", "f.txt:1"]
+    assert judged.set_index("alert_id").loc["f.txt:0", "verdict"] == "false-positive"
+    assert judged.attrs["disputed"] == ["f.txt:0"]
+
+
 # ----------------------------------------------------------------------------- recall guard
 
 

@@ -240,6 +240,7 @@ def _train_from_store(
             fix="record verdicts under the alert ids of the segment, or use --from-labels",
         )  # fmt: skip
     position = {alert_id: row for row, alert_id in enumerate(first.alert_ids)}
+    disputed = judged.attrs.get("disputed", [])
     # in the segment's order, so that the store's order cannot change what stage two learns
     judged = judged.assign(row=[position[a] for a in judged["alert_id"]])
     judged = judged.sort_values("row", kind="mergesort").reset_index(drop=True)
@@ -249,6 +250,11 @@ def _train_from_store(
         + (f" ({len(alerted) - len(judged):,} alerts have none and are left out)"
            if len(judged) < len(alerted) else "")
     )  # fmt: skip
+    if disputed:
+        typer.echo(
+            f"verdicts: analysts disagree on {len(disputed):,} alerts (such as "
+            f"{', '.join(disputed[:3])}); the latest verdict on each counts"
+        )
     if mail:
         last = first.last_time(rows)
         times = [last] if last is not None else None

@@ -367,13 +367,17 @@ def verdicts_for_alerts(
     """The latest stored verdict on each of ``alert_ids`` that has one, in time order.
 
     Columns: ``alert_id``, ``verdict``, ``root_cause``, ``time``; ``model_version`` narrows
-    the verdicts to one stage-one version.
+    the verdicts to one stage-one version. ``attrs["disputed"]`` lists the alerts whose
+    analysts disagreed (the latest verdict stands).
     """
     frame = store.to_frame(model_version=model_version)
     wanted = set(map(str, alert_ids))
     frame = frame[frame["alert_id"].isin(wanted)]
+    disputed = frame.groupby("alert_id")["verdict"].nunique()
     frame = frame.sort_values("time").drop_duplicates("alert_id", keep="last")
-    return frame[["alert_id", "verdict", "root_cause", "time"]].reset_index(drop=True)
+    latest = frame[["alert_id", "verdict", "root_cause", "time"]].reset_index(drop=True)
+    latest.attrs["disputed"] = sorted(disputed.index[disputed > 1].astype(str))
+    return latest
 
 
 # --- stage two --------------------------------------------------------------------------------
