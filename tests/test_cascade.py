@@ -147,6 +147,7 @@ def test_stage_one_runs_at_the_point_stage_two_was_trained_at(
 
     assert loaded.folder == folder
     assert loaded.stage_one.operating_point == cascade.manifest["stage_one"]["operating_point"]
+    assert moved.operating_point["threshold"] == 0.999  # the caller's model is left as it was
     features = trained["segment"].features
     assert np.array_equal(loaded.decide(features).alerts, cascade.decide(features).alerts)
     with pytest.raises(ModelError, match="does not exist"):

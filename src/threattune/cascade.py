@@ -47,6 +47,7 @@ is the one stage two was trained on.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -713,6 +714,7 @@ class Cascade:
                 "the model's current one (%s)", recorded.get("goal_text") or recorded.get("goal"),
                 (stage_one.operating_point or {}).get("goal_text") or "none",
             )  # fmt: skip
+            stage_one = copy.copy(stage_one)  # the caller's model keeps its own point
             stage_one.manifest = {**stage_one.manifest, "operating_point": recorded}
         trained = read_json(folder / TRAINING_ALERTS, what="cascade")
         until = trained.get("until")
