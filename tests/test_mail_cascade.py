@@ -12,6 +12,7 @@ import dataclasses
 import json
 import lzma
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -320,6 +321,42 @@ def test_two_stage_scoring_of_mail_files(trained: dict, data_root: Path, tmp_pat
     assert scored["stage_one_alert"].tolist() == decided.stage_one.alerts.tolist()
     assert scored["stage_two_score"].isna().tolist() == (~decided.stage_one.alerts).tolist()
     assert "after stage two, of" in result.output
+
+
+def test_the_service_filters_mail_alerts_through_the_cascade(
+    trained: dict, data_root: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from threattune.mail_cascade import cascade_features
+    from threattune.service import ServiceSettings, create_app
+
+    phish = _nazario_mbox(data_root, tmp_path / "phish.mbox", 20)
+    cascade = trained["cascade"]
+    folder = cascade.save(tmp_path / "cascade")
+    settings = ServiceSettings(
+        models=(str(trained["folder"]),), cascades=(str(folder),),
+        store=f"sqlite:///{tmp_path / 'service.db'}",
+    )  # fmt: skip
+    app = create_app(settings)
+    key, _ = app.state.service.keys.add("analyst", ["read", "write"])
+
+    with TestClient(app) as client:
+        while client.get("/readyz").status_code != 200:
+            time.sleep(0.05)
+        with phish.open("rb") as handle:
+            answer = client.post(
+                "/api/v1/emails/score-file", headers={"X-API-Key": key},
+                files={"file": ("phish.mbox", handle, "application/mbox")},
+            )  # fmt: skip
+
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    messages = list(MailReader().read(phish))
+    decided = cascade.decide(cascade_features(messages))
+    assert [r["alert"] for r in results] == decided.alerts.tolist()
+    assert [r["stage_one_alert"] for r in results] == decided.stage_one.alerts.tolist()
+    assert answer.json()["cascade"] == str(folder)
 
 
 def test_triage_groups_mail_false_positives_by_embedding_and_words(

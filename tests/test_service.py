@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import flow_samples as samples
 from threattune import training
 from threattune.cli import app as cli_app
+from threattune.errors import ConfigError
 from threattune.flow_model import FlowModel
 from threattune.service import Limits, ServiceSettings, create_app
 from threattune.service.dashboard import OTHER, stacked_bars
@@ -351,6 +352,44 @@ def test_scoring_json_and_csv_gives_one_result_per_flow(
         )
         assert refused.status_code == 422
         assert (_error(refused)["field"], _error(refused)["line"]) == ("src_bytes", 1)
+
+
+def test_a_cascade_filters_the_alerts_of_the_version_it_was_trained_on(
+    kdd: SimpleNamespace, data_root: Path, tmp_path: Path
+) -> None:
+    """`serve --cascade`: stage two filters the served model's alerts; only kept ones are stored."""
+    import numpy as np
+
+    from threattune.cascade import cascade_from_labels, load_segment
+
+    model = FlowModel.load(kdd.model, with_baseline=False)
+    segment_path = samples.write_nsl_kdd_slice(
+        data_root, tmp_path / "segment.txt", 4_000, source=samples.NSL_KDD_TEST
+    )
+    segment = load_segment(model, segment_path)
+    cascade, _, _ = cascade_from_labels(model, segment, first_slice=0.5)
+    folder = cascade.save(tmp_path / "out" / "cascade")
+    decided = cascade.decide(segment.features)
+    flows = load_nsl_kdd(segment_path).features.to_dict(orient="records")
+    assert decided.filtered.any()
+
+    settings = _settings(tmp_path, models=(str(kdd.model),), cascades=(str(tmp_path / "out"),))
+    for running in _running(settings):
+        answer = running.client.post(
+            "/api/v1/flows/score", json={"flows": flows}, headers=_key(running.both)
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        results = body["results"]
+        assert body["cascade"] == str(folder)
+        assert [r["alert"] for r in results] == decided.alerts.tolist()
+        assert [r["stage_one_alert"] for r in results] == decided.stage_one.alerts.tolist()
+        scores = [np.nan if r["stage_two_score"] is None else r["stage_two_score"] for r in results]
+        assert np.allclose(scores, decided.stage_two_scores, equal_nan=True)
+        assert body["alerts"] == int(decided.alerts.sum()) == len(running.store.alerts(limit=9999))
+
+    with pytest.raises(ConfigError, match="not a threattune cascade folder"):
+        _settings(tmp_path, models=(str(kdd.model),), cascades=(str(tmp_path),))
 
 
 def test_hostile_text_in_alerts_and_verdicts_is_escaped_on_the_dashboard(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -40,6 +41,13 @@ def serve_command(
             "moves), models:/NAME/VERSION or a model folder."
         ),
     ],
+    cascade: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Two-stage scoring, repeatable: a folder 'threattune cascade train' wrote. Its "
+            "stage two filters the alerts of the served model version it was trained on."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     store: Annotated[str, typer.Option(help=_STORE_HELP)] = _DEFAULT_STORE,
@@ -74,6 +82,7 @@ def serve_command(
 
     settings = ServiceSettings(
         models=tuple(model),
+        cascades=tuple(str(folder) for folder in cascade or ()),
         store=store,
         reload_seconds=reload_seconds,
         scoring_threads=scoring_threads,

@@ -84,6 +84,7 @@ __all__ = [
     "FORMAT_VERSION",
     "STAGE_TWO_SETTINGS",
     "DEFAULT_MIN_CLASS_VERDICTS",
+    "DEFAULT_THRESHOLD_FOLDS",
     "Cascade",
     "CascadeDecisions",
     "CascadeEvaluation",
@@ -108,6 +109,7 @@ __all__ = [
     "track_cascade",
     "train_stage_two",
     "verdicts_for_alerts",
+    "with_stage_two_inputs",
 ]
 
 FORMAT_VERSION = 1
@@ -181,18 +183,24 @@ def open_stage_one(reference: str | Path) -> FlowModel | MailModel:
     A mail model comes with its TF-IDF baseline; a registry URI records NAME/VERSION as the
     version that verdicts on its alerts name.
     """
-    model = tracking.open_model(reference, with_baseline=False)
-    if _is_mail(model) and model.folder is not None:
-        from threattune.models.text_baseline import TextBaseline
-
-        path = Path(model.folder) / "baseline.skops"
-        if path.is_file():
-            model.baseline = TextBaseline.load(path)  # type: ignore[union-attr]
+    model = with_stage_two_inputs(tracking.open_model(reference, with_baseline=False))
     text = str(reference)
     if text.startswith("models:/") and not model.manifest.get("registry_version"):
         version = tracking._registry_version(text)
         if version is not None:
             model.manifest["registry_version"] = f"{version.name}/{version.version}"
+    return model
+
+
+def with_stage_two_inputs(model: FlowModel | MailModel) -> FlowModel | MailModel:
+    """``model`` with what stage two reads of it: a mail model's TF-IDF baseline, loaded from
+    its folder when it was opened without one."""
+    if _is_mail(model) and getattr(model, "baseline", None) is None and model.folder is not None:
+        from threattune.models.text_baseline import TextBaseline
+
+        path = Path(model.folder) / "baseline.skops"
+        if path.is_file():
+            model.baseline = TextBaseline.load(path)  # type: ignore[union-attr]
     return model
 
 

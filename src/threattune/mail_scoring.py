@@ -33,7 +33,7 @@ from threattune.sources.mail import MailReader, MailSource, Message
 if TYPE_CHECKING:
     from threattune.cascade import Cascade
 
-__all__ = ["SKIPPED_KINDS", "MailScoringSummary", "score_mail", "score_raw"]
+__all__ = ["SKIPPED_KINDS", "MailScoringSummary", "score_batch", "score_mail", "score_raw"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def score_mail(
         if max_messages is not None:
             messages = islice(messages, max_messages)
         for batch in _batches(messages, batch_size):
-            scored = _score_batch(model, batch, int8, cascade)
+            scored = score_batch(model, batch, int8=int8, cascade=cascade)
             if cascade is not None:
                 summary.stage_one_alerts = (summary.stage_one_alerts or 0) + int(
                     scored["stage_one_alert"].sum()
@@ -190,10 +190,15 @@ def score_mail(
     return summary
 
 
-def _score_batch(
-    model: MailModel, batch: list[Message], int8: bool, cascade: Cascade | None
+def score_batch(
+    model: MailModel,
+    batch: Sequence[Message],
+    *,
+    int8: bool = True,
+    cascade: Cascade | None = None,
 ) -> pd.DataFrame:
-    """Stage one's columns, and with a cascade stage two's; stage one scores each message once."""
+    """Score parsed messages: :meth:`MailModel.score_messages`, and with a ``cascade`` (whose
+    stage one is ``model``) stage two's columns too; stage one scores each message once."""
     if cascade is None:
         return model.score_messages(batch, int8=int8)
     from threattune.mail_cascade import cascade_features, model_texts

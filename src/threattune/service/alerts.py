@@ -2,8 +2,9 @@
 
 Every flow or email gets its class, score and ATT&CK technique; those the model raises as
 alerts also get an alert id and a short summary, and are returned as :class:`AlertRecord`s
-for the store. Limits on how many items one request holds are checked before anything is
-parsed or scored.
+for the store. With a cascade (two-stage scoring) an alert is one stage two kept; each result
+also says whether stage one raised it and what stage two scored. Limits on how many items one
+request holds are checked before anything is parsed or scored.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class ScoredBatch:
     model: LoadedModel
     results: list[dict[str, Any]]
     alerts: list[AlertRecord] = field(default_factory=list)
+    cascade: str | None = None
+    """The cascade folder that filtered the alerts, when one did."""
 
     @property
     def by_class(self) -> dict[str, int]:
@@ -75,6 +78,7 @@ class ScoredBatch:
             "model_version": self.model.model_version,
             "scored": len(self.results),
             "alerts": len(self.alerts),
+            "cascade": self.cascade,
             "results": self.results,
         }
 
@@ -99,11 +103,16 @@ def _alert_id(kind: str) -> str:
 
 
 def score_flows(
-    loaded: LoadedModel, records: Sequence[dict[str, Any]], *, scored_at: datetime | None = None
+    loaded: LoadedModel,
+    records: Sequence[dict[str, Any]],
+    *,
+    scored_at: datetime | None = None,
+    cascade: Any = None,
 ) -> ScoredBatch:
     """Score flows given as JSON objects with the model's feature names as keys.
 
     Keys that are not features are carried into the alert summary (a host name, a sensor).
+    With a ``cascade`` trained on this model version, stage two filters the alerts.
     """
     if not records:
         raise DataError(
@@ -113,11 +122,13 @@ def score_flows(
             found="an empty list",
         )
     frame = pd.DataFrame.from_records(list(records))
-    return _score_frame(loaded, frame, path="flows", first_line=0, scored_at=scored_at)
+    return _score_frame(
+        loaded, frame, path="flows", first_line=0, scored_at=scored_at, cascade=cascade
+    )
 
 
 def score_flow_file(
-    loaded: LoadedModel, path: Path, *, limit: int, delimiter: str = ","
+    loaded: LoadedModel, path: Path, *, limit: int, delimiter: str = ",", cascade: Any = None
 ) -> ScoredBatch:
     """Score an uploaded CSV (or headerless NSL-KDD) file of at most ``limit`` flows."""
     from threattune.scoring import iter_input
@@ -135,7 +146,9 @@ def score_flow_file(
     if not batches:
         raise DataError("the file holds no flows", field="file", expected="at least one flow")
     frame = pd.concat(batches, ignore_index=True) if len(batches) > 1 else batches[0]
-    return _score_frame(loaded, frame, path="file", first_line=first_line, scored_at=None)
+    return _score_frame(
+        loaded, frame, path="file", first_line=first_line, scored_at=None, cascade=cascade
+    )
 
 
 def _score_frame(
@@ -145,13 +158,14 @@ def _score_frame(
     path: str,
     first_line: int,
     scored_at: datetime | None,
+    cascade: Any = None,
 ) -> ScoredBatch:
     from threattune.scoring import prepare_features, score_features
 
-    model = loaded.model
+    model = loaded.model if cascade is None else cascade.stage_one
     passthrough = model.fingerprint.check_columns(frame.columns, path=path, allow_extra=True)
     features = prepare_features(model, frame, path=path, first_line=first_line)
-    scored = score_features(model, features)
+    scored = score_features(model, features, cascade=cascade)
     classes = scored["class"].to_numpy()
     scores = scored["score"].to_numpy()
     attack = scored["attack_score"].to_numpy()
@@ -189,10 +203,27 @@ def _score_frame(
             "alert": bool(alerts[i]),
             "techniques": str(techniques[i] or ""),
             "alert_id": ids.get(i),
+            **_stages(scored, i, cascade),
         }
         for i in range(len(classes))
     ]
-    return ScoredBatch(loaded, results, records)
+    return ScoredBatch(loaded, results, records, _cascade_name(cascade))
+
+
+def _stages(scored: pd.DataFrame, row: int, cascade: Any) -> dict[str, Any]:
+    """What each stage decided for one scored row, when a cascade scored it."""
+    if cascade is None:
+        return {}
+    score = scored["stage_two_score"].iat[row]
+    return {
+        "stage_one_alert": bool(scored["stage_one_alert"].iat[row]),
+        "stage_two_score": None if pd.isna(score) else float(score),
+        "guarded": bool(scored["guarded"].iat[row]),
+    }
+
+
+def _cascade_name(cascade: Any) -> str | None:
+    return None if cascade is None else str(cascade.folder)
 
 
 def _flow_summary_columns(model: Any, passthrough: list[str]) -> list[str]:
@@ -263,11 +294,19 @@ def read_mail_upload(path: Path, filename: str, *, limit: int) -> list[Any]:
     return messages
 
 
-def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
-    """Score parsed messages with a mail model; alerts carry subject, sender, defanged URLs."""
+def score_emails(
+    loaded: LoadedModel, messages: Sequence[Any], *, cascade: Any = None
+) -> ScoredBatch:
+    """Score parsed messages with a mail model; alerts carry subject, sender, defanged URLs.
+
+    With a ``cascade`` trained on this model version, stage two filters the alerts.
+    """
+    from threattune.mail_scoring import score_batch
+
     if not messages:
         raise DataError("no emails to score", field="messages", expected="at least one email")
-    scored = loaded.model.score_messages(list(messages))
+    model = loaded.model if cascade is None else cascade.stage_one
+    scored = score_batch(model, list(messages), cascade=cascade)
     when = datetime.now(UTC)
     results: list[dict[str, Any]] = []
     records: list[AlertRecord] = []
@@ -291,6 +330,7 @@ def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
                 "alert": alert,
                 "techniques": technique,
                 "alert_id": alert_id,
+                **_stages(scored, i, cascade),
                 "message_id": _clean_value(row.get("message_id")),
                 "urls": urls,
                 **evidence,
@@ -321,7 +361,7 @@ def score_emails(loaded: LoadedModel, messages: Sequence[Any]) -> ScoredBatch:
                     ),
                 )
             )
-    return ScoredBatch(loaded, results, records)
+    return ScoredBatch(loaded, results, records, _cascade_name(cascade))
 
 
 def _url_list(value: Any) -> list[str]:

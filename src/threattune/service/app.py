@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -115,6 +116,15 @@ class ScoreResult(BaseModel):
     techniques: str
     class_: str = Field(alias="class")
     attack_score: float | None = None
+    stage_one_alert: bool | None = Field(
+        default=None, description="Two-stage scoring: whether stage one raised an alert."
+    )
+    stage_two_score: float | None = Field(
+        default=None, description="Two-stage scoring: P(true positive) of stage one's alerts."
+    )
+    guarded: bool | None = Field(
+        default=None, description="Two-stage scoring: kept by the recall guard alone."
+    )
     message_id: str | None = Field(default=None, description="Mail: the Message-ID header.")
     subject: str | None = Field(default=None, description="Mail: the subject.")
     from_: str | None = Field(default=None, alias="from", description="Mail: the sender.")
@@ -135,6 +145,9 @@ class ScoreResponse(BaseModel):
     model_version: str
     scored: int
     alerts: int
+    cascade: str | None = Field(
+        default=None, description="The cascade folder whose stage two filtered the alerts."
+    )
     results: list[ScoreResult]
 
 
@@ -175,6 +188,8 @@ class Service:
             self.store, session_hours=settings.session_hours, link_seconds=settings.link_seconds
         )
         self.metrics = ServiceMetrics()
+        self._cascades: dict[tuple[str, str, datetime], Any] = {}
+        self._cascade_lock = threading.Lock()
         options: dict[str, Any] = {
             "reload_seconds": settings.reload_seconds,
             "threads": settings.scoring_threads,
@@ -273,6 +288,23 @@ class Service:
             )
         return current
 
+    def cascade_for(self, loaded: LoadedModel) -> Any:
+        """The configured cascade trained on this model version, or None (loaded once each).
+
+        A cascade whose stage one is another version (the alias moved on) lies idle: the
+        version is scored by stage one alone until a cascade trained on it is configured.
+        """
+        if not self.settings.cascades:
+            return None
+        with self._cascade_lock:
+            for folder in self.settings.cascades:
+                key = (folder, loaded.model_version, loaded.loaded_at)
+                if key not in self._cascades:
+                    self._cascades[key] = _open_cascade(folder, loaded)
+                if self._cascades[key] is not None:
+                    return self._cascades[key]
+        return None
+
     def record_scoring(self, batch: scoring.ScoredBatch) -> None:
         """Store the alerts (committed before the answer) and count them."""
         self.store.add_alerts(batch.alerts)
@@ -280,6 +312,20 @@ class Service:
         self.metrics.scored.labels(loaded.name, loaded.kind).inc(len(batch.results))
         for alert_class, count in batch.by_class.items():
             self.metrics.alerts.labels(loaded.name, alert_class).inc(count)
+
+
+def _open_cascade(folder: str, loaded: LoadedModel) -> Any:
+    """The cascade in ``folder`` on this loaded model, or None when it was trained on another."""
+    from threattune.cascade import Cascade, with_stage_two_inputs
+
+    try:
+        cascade = Cascade.load(folder, stage_one=with_stage_two_inputs(loaded.model))
+    except ThreatTuneError as error:
+        logger.info("cascade %s does not apply to %s: %s", folder, loaded.model_version,
+                    error.message)  # fmt: skip
+        return None
+    logger.info("cascade %s filters the alerts of %s", folder, loaded.model_version)
+    return cascade
 
 
 class HttpError(ThreatTuneError):
@@ -605,7 +651,7 @@ def _scoring_routes(app: FastAPI, service: Service) -> None:
     def score_flows(batch: FlowBatch, principal: Writer) -> JSONResponse:
         scoring.check_count(len(batch.flows), limits.max_flows, "flows", "flows")
         loaded = service.model_for(FLOW, batch.model)
-        scored = scoring.score_flows(loaded, batch.flows)
+        scored = scoring.score_flows(loaded, batch.flows, cascade=service.cascade_for(loaded))
         service.record_scoring(scored)
         return JSONResponse(scored.to_dict())
 
@@ -625,8 +671,9 @@ def _scoring_routes(app: FastAPI, service: Service) -> None:
         loaded = service.model_for(FLOW, model)
         with _spooled(file) as path:
             scored = scoring.score_flow_file(
-                loaded, path, limit=limits.max_flows, delimiter=delimiter
-            )
+                loaded, path, limit=limits.max_flows, delimiter=delimiter,
+                cascade=service.cascade_for(loaded),
+            )  # fmt: skip
         service.record_scoring(scored)
         return JSONResponse(scored.to_dict())
 
@@ -644,7 +691,9 @@ def _scoring_routes(app: FastAPI, service: Service) -> None:
             (m.source or f"messages[{i}]", m.raw.encode("utf-8", "replace"))
             for i, m in enumerate(batch.messages)
         ]
-        scored = scoring.score_emails(loaded, scoring.parse_emails(raw))
+        scored = scoring.score_emails(
+            loaded, scoring.parse_emails(raw), cascade=service.cascade_for(loaded)
+        )
         service.record_scoring(scored)
         return JSONResponse(scored.to_dict())
 
@@ -665,7 +714,7 @@ def _scoring_routes(app: FastAPI, service: Service) -> None:
             messages = scoring.read_mail_upload(
                 path, file.filename or "upload", limit=limits.max_emails
             )
-        scored = scoring.score_emails(loaded, messages)
+        scored = scoring.score_emails(loaded, messages, cascade=service.cascade_for(loaded))
         service.record_scoring(scored)
         return JSONResponse(scored.to_dict())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from threattune.errors import ConfigError
 
@@ -39,10 +40,13 @@ class ServiceSettings:
     when the alias moves, the service loads the new version and switches), ``models:/NAME/N``
     or a model folder (loaded once). ``reload_seconds`` is how often aliases are checked.
     ``scoring_threads`` is how many threads one flow prediction may use; requests already run
-    side by side, so 1 is usually fastest.
+    side by side, so 1 is usually fastest. ``cascades`` are folders written by ``threattune
+    cascade train``: each filters the alerts of the served model version it was trained on
+    (two-stage scoring), and lies idle while another version is served.
     """
 
     models: tuple[str, ...] = ()
+    cascades: tuple[str, ...] = ()
     store: str = "sqlite:///service.db"
     reload_seconds: float = 30.0
     scoring_threads: int = 1
@@ -61,6 +65,14 @@ class ServiceSettings:
                 expected="seconds > 0, e.g. 30",
                 found=repr(self.reload_seconds),
             )
+        for folder in self.cascades:
+            if not any((Path(folder) / sub / "cascade.json").is_file() for sub in (".", "cascade")):
+                raise ConfigError(
+                    "not a threattune cascade folder", path=folder, field="--cascade",
+                    expected="a folder written by 'threattune cascade train --output X' "
+                    "(X or X/cascade)",
+                    fix="train one with 'threattune cascade train', or leave --cascade out",
+                )  # fmt: skip
         if len(set(self.models)) != len(self.models):
             raise ConfigError(
                 "a model is given twice",
