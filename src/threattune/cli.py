@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -712,6 +713,10 @@ def main() -> None:
 
     # SIGTERM unwinds like Ctrl-C, so partial outputs are removed and earlier ones kept.
     signal.signal(signal.SIGTERM, _terminated)
+    if not sys.stdout.isatty():
+        # Help piped to a file or pager is laid out 100 columns wide, not cut at 80 (Typer
+        # reads this when it first formats help; a terminal keeps its own width).
+        os.environ.setdefault("TERMINAL_WIDTH", "100")
     try:
         app()
     except ThreatTuneError as exc:
