@@ -156,6 +156,13 @@ def evaluate_mail(model: MailModel, specs: list[str], *, reference: str, output:
     typer.echo(f"\nreport: {output / 'report.md'}")
 
 
+def after_stage_two(stage_one_alerts: int | None) -> str:
+    """How many alerts stage one raised, for the summary of two-stage scoring."""
+    if stage_one_alerts is None:
+        return ""
+    return f" after stage two, of {stage_one_alerts:,} from stage one"
+
+
 def score_messages(
     model: MailModel, inputs: list[Path], output: Path, *, cascade: Any = None
 ) -> None:
@@ -163,14 +170,10 @@ def score_messages(
     from threattune.mail_scoring import SKIPPED_KINDS, score_mail
 
     summary = score_mail(model, inputs, output, progress=sys.stderr.isatty(), cascade=cascade)
-    after = (
-        f" after stage two, of {summary.stage_one_alerts:,} from stage one"
-        if summary.stage_one_alerts is not None
-        else ""
-    )
     typer.echo(
         f"scored {summary.messages:,} messages in {summary.seconds:.1f} s "
-        f"({summary.messages_per_second:,.1f} messages/s): {summary.alerts:,} alerts{after}"
+        f"({summary.messages_per_second:,.1f} messages/s): {summary.alerts:,} alerts"
+        + after_stage_two(summary.stage_one_alerts)
     )
     for name, count in summary.by_class.items():
         typer.echo(f"  {name:28} {count:>10,}")

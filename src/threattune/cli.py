@@ -413,6 +413,7 @@ def score(
     Two stages: threattune score flows.csv --cascade cascade/cascade --output scores.parquet
     """
     from threattune import tracking
+    from threattune._cli_mail import after_stage_two
     from threattune.scoring import score_file
 
     missing = [str(path) for path in input_file if not path.exists()]
@@ -455,7 +456,7 @@ def score(
     typer.echo(
         f"scored {summary.rows:,} flows in {summary.seconds:.1f} s "
         f"({summary.flows_per_second:,.0f} flows/s): {summary.alerts:,} alerts"
-        + _after_stage_two(summary.stage_one_alerts)
+        + after_stage_two(summary.stage_one_alerts)
     )
     for cls, count in summary.by_class.items():
         typer.echo(f"  {cls:28} {count:>10,}")
@@ -469,13 +470,6 @@ def _open_cascade(folder: Path, model: str | None) -> Any:
 
     stage_one = two_stage.open_stage_one(model) if model is not None else None
     return two_stage.Cascade.load(folder, stage_one=stage_one)
-
-
-def _after_stage_two(stage_one_alerts: int | None) -> str:
-    """How many alerts stage one raised, for a summary of two-stage scoring."""
-    if stage_one_alerts is None:
-        return ""
-    return f" after stage two, of {stage_one_alerts:,} from stage one"
 
 
 # ----------------------------------------------------------------------------- threshold

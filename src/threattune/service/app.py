@@ -188,7 +188,7 @@ class Service:
             self.store, session_hours=settings.session_hours, link_seconds=settings.link_seconds
         )
         self.metrics = ServiceMetrics()
-        self._cascades: dict[tuple[str, str, datetime], Any] = {}
+        self._cascades: dict[tuple[str, str], tuple[datetime, Any]] = {}
         self._cascade_lock = threading.Lock()
         options: dict[str, Any] = {
             "reload_seconds": settings.reload_seconds,
@@ -298,11 +298,14 @@ class Service:
             return None
         with self._cascade_lock:
             for folder in self.settings.cascades:
-                key = (folder, loaded.model_version, loaded.loaded_at)
-                if key not in self._cascades:
-                    self._cascades[key] = _open_cascade(folder, loaded)
-                if self._cascades[key] is not None:
-                    return self._cascades[key]
+                # one entry per served model: a reload replaces it, so old versions are freed
+                key = (folder, loaded.name)
+                known = self._cascades.get(key)
+                if known is None or known[0] != loaded.loaded_at:
+                    known = (loaded.loaded_at, _open_cascade(folder, loaded))
+                    self._cascades[key] = known
+                if known[1] is not None:
+                    return known[1]
         return None
 
     def record_scoring(self, batch: scoring.ScoredBatch) -> None:
